@@ -1,0 +1,119 @@
+// IoBackend: how quicksave touches the filesystem. Writes are asynchronous (submit, then a
+// completion callback on the backend's own thread); everything else is a plain blocking call made
+// from a worker thread. Every operation that can fail reports an Error whose message names the
+// call, the file and the bytes, e.g.
+//   "pwrite: No space left on device (file=/ckpt/model-00002-of-00004.safetensors, offset=8388608, bytes=8388608)".
+//
+// Backends: PosixBackend (pwrite on a thread pool), UringBackend (liburing, registered buffers,
+// queue depth), and FaultBackend, a decorator that injects failures for tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace quicksave::io {
+
+namespace fs = std::filesystem;
+
+// The outcome of one asynchronous operation: nullptr on success, else the error (a quicksave::Error).
+using Completion = std::function<void(std::exception_ptr error)>;
+
+struct OpenOptions {
+  bool direct = false;            // O_DIRECT: buffers, offsets and lengths must be aligned
+  std::uint64_t preallocate = 0;  // fallocate this many bytes first (ext4 serialises extending O_DIRECT writes)
+};
+
+// An open file. Owned by the backend that opened it; close() it exactly once.
+struct FileHandle {
+  int id = -1;
+  explicit operator bool() const { return id >= 0; }
+};
+
+// What a backend has done so far, for tests and benchmarks (a snapshot; counters only grow,
+// except registered_regions, which is what is registered now).
+struct BackendStats {
+  std::uint64_t writes = 0;                     // write() calls completed, successfully or not
+  std::uint64_t bytes_written = 0;              // bytes of the writes that succeeded
+  std::uint64_t failed_writes = 0;              // writes whose completion carried an error
+  std::uint64_t short_write_continuations = 0;  // times a short write had to be continued
+  std::uint64_t registered_buffer_writes = 0;   // writes served from a registered buffer (write_fixed)
+  std::uint64_t registered_regions = 0;         // buffer regions the kernel holds registered now
+};
+
+class IoBackend {
+ public:
+  virtual ~IoBackend() = default;
+
+  // "posix", "io_uring", or "fault(<inner>)".
+  virtual std::string name() const = 0;
+  // O_DIRECT's alignment for offsets, lengths and buffer addresses (bytes).
+  virtual std::size_t direct_alignment() const { return 4096; }
+
+  // Pins memory that write() buffers will come from (io_uring registers it; others ignore it).
+  // Call before any write; buffers outside registered regions still work, just slower.
+  // A registration the kernel refuses (e.g. RLIMIT_MEMLOCK) is not an error: writes then use
+  // plain buffers, and stats().registered_regions says 0. Waits for queued writes first.
+  virtual void register_buffers(std::span<const std::span<std::byte>> regions) {}
+
+  // Creates (truncating) a file for writing.
+  virtual FileHandle create(const fs::path& path, const OpenOptions& options) = 0;
+  // Queues a write of `length` bytes from `buffer` at `offset`. `buffer` must stay valid until
+  // `done` runs. Short writes are continued internally; `done` sees the whole write or an error.
+  // `done` must not throw, and may itself call write() (never drain(): that would wait for itself).
+  virtual void write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
+                     Completion done) = 0;
+  // Blocks until every write queued so far on this backend has completed (callbacks have run).
+  // Called from a completion callback it throws ErrorCode::failed_precondition.
+  virtual void drain() = 0;
+  // Starts write-back of a written range without waiting (sync_file_range); a hint, never fails.
+  virtual void start_writeback(FileHandle file, std::uint64_t offset, std::uint64_t length) {}
+  // fdatasync/fsync of a file (blocking). A failure ends the save: no retry.
+  virtual void sync(FileHandle file) = 0;
+  // Shrinks or grows the file to `size` bytes (after preallocation beyond the data).
+  virtual void truncate(FileHandle file, std::uint64_t size) = 0;
+  virtual void close(FileHandle file) = 0;
+
+  // Namespace operations (blocking).
+  virtual void rename(const fs::path& from, const fs::path& to) = 0;
+  // Atomically swaps two existing paths (renameat2 RENAME_EXCHANGE). Throws
+  // ErrorCode::unavailable when the filesystem cannot.
+  virtual void exchange(const fs::path& a, const fs::path& b) = 0;
+  // Creates `to` as a second name of the file `from` (link(2)). Throws ErrorCode::unavailable
+  // when the filesystem has no hard links.
+  virtual void hard_link(const fs::path& from, const fs::path& to);
+  virtual void remove(const fs::path& path) = 0;          // a file (unlink)
+  virtual void remove_all(const fs::path& path) = 0;      // a directory tree
+  virtual void make_directory(const fs::path& path) = 0;  // one level; exists = error
+  virtual void sync_directory(const fs::path& path) = 0;  // fsync of the directory itself
+  // Writes a small file completely and makes it durable (create, write, fsync, close).
+  virtual void write_file_durably(const fs::path& path, std::string_view contents) = 0;
+
+  virtual BackendStats stats() const { return {}; }
+};
+
+enum class BackendKind { automatic, io_uring, posix };
+
+struct BackendOptions {
+  BackendKind kind = BackendKind::automatic;
+  unsigned queue_depth = 16;      // io_uring submission queue depth / posix writer threads
+  unsigned posix_threads = 4;
+};
+
+// Makes the requested backend. `automatic` (and io_uring when the ring cannot be created, e.g.
+// EPERM/ENOSYS under Docker's seccomp profile) falls back to posix; `fallback_reason` then says
+// why. io_uring requested explicitly but unavailable also falls back, with the reason set.
+std::unique_ptr<IoBackend> make_backend(const BackendOptions& options, std::string* fallback_reason = nullptr);
+
+std::unique_ptr<IoBackend> make_posix_backend(unsigned threads);
+// Throws ErrorCode::unavailable when io_uring cannot be used here (or was built without it).
+std::unique_ptr<IoBackend> make_uring_backend(unsigned queue_depth);
+
+}  // namespace quicksave::io

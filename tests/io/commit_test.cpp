@@ -1,0 +1,128 @@
+// The commit protocol's three modes, stale-file handling and rollback on failures.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "io/checkpoint_fixture.hpp"
+#include "io/commit.hpp"
+#include "io/fault_backend.hpp"
+#include "io/sync_writer.hpp"
+#include "plan/save_plan.hpp"
+#include "quicksave/error.hpp"
+#include "quicksave/save.hpp"
+
+namespace quicksave {
+namespace {
+
+using testing::checkpoint_generation;
+using testing::has_leftovers;
+using testing::SyntheticStateDict;
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+void touch(const fs::path& p, const std::string& text = "x") { std::ofstream(p) << text; }
+
+SaveOptions sharded(std::int64_t max_bytes) {
+  SaveOptions o;
+  o.max_shard_size = max_bytes;
+  return o;
+}
+
+TEST(IsPatternOutput, ExactNamesOnly) {
+  const std::string p = "model{suffix}.safetensors";
+  for (const char* yes : {"model.safetensors", "model-00001-of-00003.safetensors", "model-123456-of-123456.safetensors",
+                          "model.safetensors.index.json"}) {
+    EXPECT_TRUE(io::is_pattern_output(yes, p)) << yes;
+  }
+  for (const char* no : {"model.safetensors.old", "model-1-of-3.safetensors", "xmodel.safetensors", "model.safetensorsX",
+                         "pytorch_model.bin", "model-00001-of-00003.safetensors.bak", "MODEL.SAFETENSORS"}) {
+    EXPECT_FALSE(io::is_pattern_output(no, p)) << no;
+  }
+}
+
+TEST(Commit, FreshDirectoryIsCreatedAtomically) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "a" / "step-1";
+  SyntheticStateDict sd(1, 4, 1000);
+  const auto result = save_state_dict(sd.tensors, dir, sharded(8000));
+  EXPECT_EQ(result.commit_mode, "fresh");
+  EXPECT_EQ(result.files.size(), 3u);  // 2 shards + index
+  EXPECT_EQ(checkpoint_generation(dir, 4), 1);
+  EXPECT_FALSE(has_leftovers(dir));
+}
+
+TEST(Commit, CheckpointOnlyDirectoryIsExchanged) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "ckpt";
+  save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));  // 3 shards
+  ASSERT_TRUE(fs::exists(dir / "model-00003-of-00003.safetensors"));
+  const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, sharded(12000));  // 2 shards
+  EXPECT_TRUE(result.commit_mode == "exchange" || result.commit_mode == "in_place") << result.commit_mode;
+  EXPECT_EQ(checkpoint_generation(dir, 6), 2);
+  EXPECT_FALSE(fs::exists(dir / "model-00003-of-00003.safetensors"));
+  EXPECT_FALSE(has_leftovers(dir));
+}
+
+TEST(Commit, ModelFolderWithOtherFilesIsSwitchedInPlace) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "model";
+  fs::create_directories(dir);
+  touch(dir / "config.json", "{}");
+  touch(dir / "model.safetensors.old", "keep me");
+  touch(dir / "pytorch_model.bin", "other format");
+  save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));
+  const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, SaveOptions{});  // single file now
+  EXPECT_EQ(result.commit_mode, "in_place");
+  EXPECT_EQ(checkpoint_generation(dir, 6), 2);
+  for (const char* kept : {"config.json", "model.safetensors.old", "pytorch_model.bin"}) EXPECT_TRUE(fs::exists(dir / kept)) << kept;
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir / "model-00001-of-00003.safetensors"));
+  EXPECT_EQ(result.removed_stale.size(), 4u);  // 3 old shards + old index
+  EXPECT_FALSE(has_leftovers(dir));
+}
+
+TEST(Commit, NotMainProcessRemovesNothing) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "model";
+  save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));
+  SaveOptions options;
+  options.is_main_process = false;
+  const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, options);
+  EXPECT_EQ(result.commit_mode, "in_place");
+  EXPECT_TRUE(fs::exists(dir / "model-00001-of-00003.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "model.safetensors"));
+}
+
+// Every failing namespace or data operation: the save throws, the previous checkpoint is intact
+// byte for byte, and no temporary is left.
+TEST(Commit, AnyInjectedFaultLeavesThePreviousCheckpoint) {
+  const io::FaultOp ops[] = {io::FaultOp::create, io::FaultOp::write, io::FaultOp::sync, io::FaultOp::rename,
+                             io::FaultOp::exchange, io::FaultOp::make_directory, io::FaultOp::sync_directory,
+                             io::FaultOp::write_file};
+  for (const bool with_config : {false, true}) {
+    for (const auto op : ops) {
+      for (int nth = 1; nth <= 3; ++nth) {
+        SCOPED_TRACE("op " + std::to_string(static_cast<int>(op)) + " nth " + std::to_string(nth) + (with_config ? " in-place" : ""));
+        TempDir tmp;
+        const fs::path dir = tmp.path() / "ckpt";
+        save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));
+        if (with_config) touch(dir / "config.json");
+        io::FaultBackend faulty(io::make_posix_backend(1), io::FaultSpec{.op = op, .kind = io::FaultKind::eio, .nth = nth});
+        const auto plan = plan::make_save_plan(SyntheticStateDict(2, 6, 1000).tensors, sharded(12000));
+        bool threw = false;
+        try {
+          io::write_plan_sync(plan, dir, true, faulty);
+        } catch (const Error& e) {
+          threw = true;
+          EXPECT_EQ(e.errno_value(), EIO) << e.what();
+        }
+        if (threw) EXPECT_TRUE(faulty.fired());  // a fault after the commit point cannot undo the commit
+        EXPECT_EQ(checkpoint_generation(dir, 6), threw ? 1 : 2);
+        EXPECT_FALSE(has_leftovers(dir));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace quicksave
