@@ -3,7 +3,7 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 
-.PHONY: setup configure build test demo sanitize fuzz clean
+.PHONY: setup configure build test demo stress sanitize fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,10 +15,14 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1200
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1200 -LE stress
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
+
+# The long crash test (1000 SIGKILLs) and other stress runs.
+stress: build
+	@cd $(BUILD) && ctest --output-on-failure -L stress
 
 # AddressSanitizer+UBSan and ThreadSanitizer builds of the tests (not part of `make test`).
 sanitize: setup

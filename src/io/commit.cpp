@@ -206,20 +206,23 @@ const char* to_string(CommitMode mode) {
 }
 
 bool is_pattern_output(const std::string& name, const std::string& pattern) {
-  if (name == format_filename_pattern(pattern, "") || name == index_filename(pattern)) return true;
-  // Shard names: the pattern with -NNNNN-of-NNNNN (5 or more digits) in place of {suffix}.
-  static const std::regex shard_suffix("-\\d{5,}-of-\\d{5,}");
+  // The reference's clean-up regex, pattern.format(suffix=r"(-\d{5}-of-\d{5})?") + r"(\.index\.json)?",
+  // but matched against the whole name with the pattern's text taken literally (the reference
+  // matches a prefix and leaves '.' unescaped, so it deletes model.safetensors.old).
   const std::string marker = "\x01";
   const std::string shape = format_filename_pattern(pattern, marker);
   const auto at = shape.find(marker);
-  if (at == std::string::npos) return false;
+  std::string base = name;
+  if (base.ends_with(".index.json")) base.resize(base.size() - std::string(".index.json").size());
+  if (at == std::string::npos) return base == shape;
   const std::string before = shape.substr(0, at);
   const std::string after = shape.substr(at + marker.size());
-  if (name.size() < before.size() + after.size() || name.compare(0, before.size(), before) != 0 ||
-      name.compare(name.size() - after.size(), after.size(), after) != 0) {
+  if (base.size() < before.size() + after.size() || base.compare(0, before.size(), before) != 0 ||
+      base.compare(base.size() - after.size(), after.size(), after) != 0) {
     return false;
   }
-  return std::regex_match(name.substr(before.size(), name.size() - before.size() - after.size()), shard_suffix);
+  static const std::regex shard_suffix("(-\\d{5,}-of-\\d{5,})?");
+  return std::regex_match(base.substr(before.size(), base.size() - before.size() - after.size()), shard_suffix);
 }
 
 Commit::Commit(IoBackend& io, fs::path target, std::string pattern, std::vector<std::string> outputs, bool is_main_process)

@@ -70,7 +70,9 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path, bool us
   if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::invalid_argument, path.string() + " is not a regular file");
   state->size = static_cast<std::uint64_t>(st.st_size);
   if (use_mmap && state->size > 0) {
-    void* p = ::mmap(nullptr, state->size, PROT_READ, MAP_SHARED, fd.get(), 0);
+    // Private and writable: tensors that view the mapping can be modified in place (copy-on-write)
+    // without touching the file or faulting.
+    void* p = ::mmap(nullptr, state->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0);
     if (p == MAP_FAILED) throw io_error("mmap", errno, "file=" + path.string());
     state->mapping = p;
     state->bytes = static_cast<const std::byte*>(p);

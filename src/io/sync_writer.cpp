@@ -50,17 +50,24 @@ class OpenFile {
   FileHandle handle_;
 };
 
-void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const fs::path& path, IoBackend& io) {
+void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const fs::path& path, IoBackend& io,
+                const HostFetcher& fetch_to_host) {
   OpenFile out(io, io.create(path, OpenOptions{.preallocate = file.file_bytes}));
   write_blocking(io, out.get(), 0, reinterpret_cast<const std::byte*>(file.header.data()), file.header.size());
   std::unique_ptr<std::byte[]> bounce;
   for (const auto& planned : file.tensors) {
-    const TensorRef& tensor = plan.tensors[planned.source];
     if (planned.nbytes == 0) continue;
-    if (tensor.device.kind != DeviceKind::cpu) {
-      throw Error(ErrorCode::invalid_argument, "the synchronous writer reads host memory only; tensor `" + tensor.name +
-                                                   "` is on " + tensor.device.str());
+    TensorRef host_copy;
+    const TensorRef* source = &plan.tensors[planned.source];
+    if (source->device.kind != DeviceKind::cpu) {
+      if (!fetch_to_host) {
+        throw Error(ErrorCode::invalid_argument, "the synchronous writer reads host memory only; tensor `" + source->name +
+                                                     "` is on " + source->device.str());
+      }
+      host_copy = fetch_to_host(*source);
+      source = &host_copy;
     }
+    const TensorRef& tensor = *source;
     if (tensor.is_contiguous()) {
       write_blocking(io, out.get(), planned.file_offset, static_cast<const std::byte*>(tensor.data), planned.nbytes);
       continue;
@@ -78,12 +85,13 @@ void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const
 
 }  // namespace
 
-SaveResult write_plan_sync(const plan::SavePlan& plan, const fs::path& directory, bool is_main_process, IoBackend& io) {
+SaveResult write_plan_sync(const plan::SavePlan& plan, const fs::path& directory, bool is_main_process, IoBackend& io,
+                           const HostFetcher& fetch_to_host) {
   Commit commit = Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process);
   SaveResult result;
   result.backend = io.name();
   for (const auto& file : plan.files) {
-    write_file(plan, file, commit.staging_path(file.filename), io);
+    write_file(plan, file, commit.staging_path(file.filename), io, fetch_to_host);
     result.files.push_back(file.filename);
     result.bytes_written += file.file_bytes;
   }

@@ -31,7 +31,7 @@ SaveOptions sharded(std::int64_t max_bytes) {
 TEST(IsPatternOutput, ExactNamesOnly) {
   const std::string p = "model{suffix}.safetensors";
   for (const char* yes : {"model.safetensors", "model-00001-of-00003.safetensors", "model-123456-of-123456.safetensors",
-                          "model.safetensors.index.json"}) {
+                          "model.safetensors.index.json", "model-00003-of-00003.safetensors.index.json"}) {
     EXPECT_TRUE(io::is_pattern_output(yes, p)) << yes;
   }
   for (const char* no : {"model.safetensors.old", "model-1-of-3.safetensors", "xmodel.safetensors", "model.safetensorsX",

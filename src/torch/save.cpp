@@ -1,0 +1,95 @@
+// save_torch_state_dict / save_torch_model (spec §4-5): the safetensors path goes through the
+// framework-agnostic plan and the synchronous writer; the pickle path writes torch.save-compatible
+// zip archives with LibTorch's pickler, through the same commit protocol.
+#include <torch/serialize.h>
+
+#include "io/backend.hpp"
+#include "io/commit.hpp"
+#include "io/sync_writer.hpp"
+#include "plan/save_plan.hpp"
+#include "quicksave/error.hpp"
+#include "quicksave/torch.hpp"
+
+namespace quicksave {
+namespace {
+
+SaveOptions to_save_options(const TorchSaveOptions& o) {
+  SaveOptions out;
+  out.filename_pattern = o.filename_pattern;
+  out.force_contiguous = o.force_contiguous;
+  out.max_shard_size = o.max_shard_size;
+  out.metadata = o.metadata;
+  out.is_main_process = o.is_main_process;
+  out.shared_tensors_to_discard = o.shared_tensors_to_discard;
+  return out;
+}
+
+// A host copy of a device tensor, for the synchronous writer (one tensor at a time).
+TensorRef fetch_to_host(const TensorRef& device_ref) {
+  const auto& tensor = *std::static_pointer_cast<const torch::Tensor>(device_ref.keepalive);
+  return to_tensor_ref(device_ref.name, tensor.to(torch::kCPU).contiguous());
+}
+
+SaveResult save_safetensors(const StateDict& state_dict, const std::filesystem::path& dir, const TorchSaveOptions& options) {
+  const plan::SavePlan plan = plan::make_save_plan(to_tensor_refs(state_dict), to_save_options(options));
+  auto io = io::make_posix_backend(1);
+  return io::write_plan_sync(plan, dir, options.is_main_process, *io, fetch_to_host);
+}
+
+// The pickle path, like the reference: no de-duplication and no .contiguous(); torch.save keeps
+// views and shared storages as they are.
+SaveResult save_pickle(const StateDict& state_dict, const std::filesystem::path& dir, const TorchSaveOptions& options) {
+  const std::string pattern = options.filename_pattern.value_or(std::string(kPytorchPattern));
+  const StateDictSplit split = split_torch_state_dict_into_shards(state_dict, pattern, options.max_shard_size);
+  std::vector<std::string> outputs;
+  for (const auto& [file, names] : split.filename_to_tensors) outputs.push_back(file);
+  std::optional<ShardIndex> index;
+  if (split.is_sharded) {
+    index.emplace();
+    index->metadata = split.metadata;
+    for (const auto& [key, value] : options.metadata) index->metadata.set(key, value);
+    index->weight_map = split.tensor_to_filename;
+    outputs.push_back(index_filename(pattern));
+  }
+  auto io = io::make_posix_backend(1);
+  io::Commit commit = io::Commit::begin(*io, dir, pattern, outputs, options.is_main_process);
+  SaveResult result;
+  result.backend = io->name();
+  for (const auto& [file, names] : split.filename_to_tensors) {
+    c10::Dict<std::string, torch::Tensor> dict;
+    for (const auto& name : names) dict.insert(name, state_dict[name]);
+    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+    io->write_file_durably(commit.staging_path(file), std::string_view(bytes.data(), bytes.size()));
+    result.files.push_back(file);
+    result.bytes_written += bytes.size();
+  }
+  if (index) {
+    const std::string text = index_to_json(*index);
+    io->write_file_durably(commit.staging_path(outputs.back()), text);
+    result.files.push_back(outputs.back());
+    result.bytes_written += text.size();
+  }
+  const io::CommitResult committed = commit.publish();
+  result.commit_mode = io::to_string(committed.mode);
+  result.removed_stale = committed.removed;
+  if (committed.deferred_removal) {
+    std::error_code ec;
+    std::filesystem::remove_all(*committed.deferred_removal, ec);
+  }
+  return result;
+}
+
+}  // namespace
+
+SaveResult save_torch_state_dict(const StateDict& state_dict, const std::filesystem::path& save_directory,
+                                 const TorchSaveOptions& options) {
+  return options.safe_serialization ? save_safetensors(state_dict, save_directory, options)
+                                    : save_pickle(state_dict, save_directory, options);
+}
+
+SaveResult save_torch_model(const torch::nn::Module& model, const std::filesystem::path& save_directory,
+                            const TorchSaveOptions& options) {
+  return save_torch_state_dict(module_state_dict(model), save_directory, options);
+}
+
+}  // namespace quicksave
