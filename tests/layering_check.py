@@ -18,7 +18,7 @@ THIRD_PARTY = {
     "pybind11/": {"src/python"},
     "cuda_runtime": {"src/stage", "kernels", "src/torch"},
     "cuda.h": {"src/stage", "kernels"},
-    "dlpack/": {"src/torch"},
+    "dlpack/": {"src/plan", "src/torch", "include/quicksave/dlpack.hpp"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 

@@ -1,7 +1,12 @@
 // save_torch_state_dict / save_torch_model (spec §4-5): the safetensors path goes through the
 // framework-agnostic plan and the synchronous writer; the pickle path writes torch.save-compatible
 // zip archives with LibTorch's pickler, through the same commit protocol.
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
+
+#include <future>
 
 #include "io/backend.hpp"
 #include "io/commit.hpp"
@@ -36,6 +41,43 @@ SaveResult save_safetensors(const StateDict& state_dict, const std::filesystem::
   return io::write_plan_sync(plan, dir, options.is_main_process, *io, fetch_to_host);
 }
 
+// Writes `dict` as the zip archive Python's torch.save writes, streamed into `path` through the
+// backend (no whole-file buffer), then fsyncs it. Unlike torch::pickle_save, dicts are not tagged
+// with TorchScript types, so Python's torch.load(weights_only=True) accepts the file.
+std::uint64_t write_pickle_archive(const c10::Dict<std::string, torch::Tensor>& dict, const std::filesystem::path& path,
+                                   io::IoBackend& io) {
+  std::vector<char> pickle_bytes;
+  // No tensor table: tensors are pickled as storages plus _rebuild_tensor_v2, as Python does.
+  torch::jit::Pickler pickler([&](const char* data, std::size_t n) { pickle_bytes.insert(pickle_bytes.end(), data, data + n); },
+                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+
+  const io::FileHandle file = io.create(path, io::OpenOptions{});
+  std::uint64_t offset = 0;
+  try {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, std::size_t n) -> std::size_t {
+      std::promise<void> done;
+      io.write(file, offset, static_cast<const std::byte*>(data), n, [&done](std::exception_ptr error) {
+        if (error) done.set_exception(error);
+        else done.set_value();
+      });
+      done.get_future().get();
+      offset += n;
+      return n;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickle_bytes.data(), pickle_bytes.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+    io.sync(file);
+  } catch (...) {
+    io.close(file);
+    throw;
+  }
+  io.close(file);
+  return offset;
+}
+
 // The pickle path, like the reference: no de-duplication and no .contiguous(); torch.save keeps
 // views and shared storages as they are.
 SaveResult save_pickle(const StateDict& state_dict, const std::filesystem::path& dir, const TorchSaveOptions& options) {
@@ -58,10 +100,8 @@ SaveResult save_pickle(const StateDict& state_dict, const std::filesystem::path&
   for (const auto& [file, names] : split.filename_to_tensors) {
     c10::Dict<std::string, torch::Tensor> dict;
     for (const auto& name : names) dict.insert(name, state_dict[name]);
-    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-    io->write_file_durably(commit.staging_path(file), std::string_view(bytes.data(), bytes.size()));
+    result.bytes_written += write_pickle_archive(dict, commit.staging_path(file), *io);
     result.files.push_back(file);
-    result.bytes_written += bytes.size();
   }
   if (index) {
     const std::string text = index_to_json(*index);

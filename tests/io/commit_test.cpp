@@ -116,7 +116,9 @@ TEST(Commit, AnyInjectedFaultLeavesThePreviousCheckpoint) {
           threw = true;
           EXPECT_EQ(e.errno_value(), EIO) << e.what();
         }
-        if (threw) EXPECT_TRUE(faulty.fired());  // a fault after the commit point cannot undo the commit
+        if (threw) {
+          EXPECT_TRUE(faulty.fired());  // a fault after the commit point cannot undo the commit
+        }
         EXPECT_EQ(checkpoint_generation(dir, 6), threw ? 1 : 2);
         EXPECT_FALSE(has_leftovers(dir));
       }

@@ -78,7 +78,9 @@ void run_crash_loop(bool model_folder) {
     EXPECT_TRUE(*generation == last_done || *generation == last_done + 1)
         << "kill " << i << ": found generation " << *generation << ", last completed " << last_done;
     EXPECT_FALSE(testing::has_leftovers(dir)) << "kill " << i;
-    if (model_folder) EXPECT_TRUE(fs::exists(dir / "config.json"));
+    if (model_folder) {
+      EXPECT_TRUE(fs::exists(dir / "config.json"));
+    }
     next_generation = std::max(last_done, *generation) + 1;
     last_done = *generation;
   }

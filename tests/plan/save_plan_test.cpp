@@ -73,7 +73,9 @@ void expect_matches_reference(const std::string& id) {
     if (f["kind"] == "json") index_text = f["text"].get<std::string>();
   }
   EXPECT_EQ(plan.index_filename.has_value(), index_text.has_value());
-  if (index_text) EXPECT_EQ(plan.index_json, *index_text);
+  if (index_text) {
+    EXPECT_EQ(plan.index_json, *index_text);
+  }
 }
 
 TEST(SavePlanGolden, SafetensorsCasesMatchTheReference) {
