@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "quicksave/checkpointer.hpp"
 #include "quicksave/index.hpp"
 #include "quicksave/save.hpp"
 #include "quicksave/split.hpp"
@@ -53,6 +54,12 @@ torch::ScalarType torch_dtype_from(DType dtype);
 // The framework-agnostic view of a tensor (it keeps the tensor alive).
 TensorRef to_tensor_ref(const std::string& name, const torch::Tensor& tensor);
 std::vector<TensorRef> to_tensor_refs(const StateDict& state_dict);
+
+// Lets Checkpointer::save_async take a StateDict directly.
+template <>
+struct TensorRefSource<StateDict> {
+  static std::vector<TensorRef> tensor_refs(const StateDict& state_dict) { return to_tensor_refs(state_dict); }
+};
 
 // parameters then buffers of each module, children after their parent (Python's state_dict order).
 StateDict module_state_dict(const torch::nn::Module& module);

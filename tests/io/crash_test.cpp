@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "io/checkpoint_fixture.hpp"
+#include "quicksave/checkpointer.hpp"
 #include "quicksave/save.hpp"
 
 namespace quicksave {
@@ -30,9 +31,20 @@ SaveOptions layout_for(int generation) {
   return options;
 }
 
-[[noreturn]] void child_loop(const fs::path& dir, int first_generation, int done_fd) {
+enum class Writer { sync, async };
+
+[[noreturn]] void child_loop(const fs::path& dir, int first_generation, int done_fd, Writer writer) {
+  std::unique_ptr<Checkpointer> ckpt;
+  if (writer == Writer::async) {
+    CheckpointerOptions options;
+    options.chunk_bytes = 64 * 1024;
+    options.pinned_budget_bytes = 8 * 64 * 1024;
+    ckpt = std::make_unique<Checkpointer>(options);  // threads are made after fork, in the child
+  }
   for (int g = first_generation;; ++g) {
-    save_state_dict(testing::SyntheticStateDict(g, kTensors, 64 * 1024).tensors, dir, layout_for(g));
+    testing::SyntheticStateDict sd(g, kTensors, 64 * 1024);
+    if (ckpt) ckpt->save(sd.tensors, dir, layout_for(g));
+    else save_state_dict(sd.tensors, dir, layout_for(g));
     const int done = g;
     if (::write(done_fd, &done, sizeof done) != sizeof done) ::_exit(3);
   }
@@ -43,7 +55,7 @@ int iterations() {
   return env ? std::atoi(env) : 60;
 }
 
-void run_crash_loop(bool model_folder) {
+void run_crash_loop(bool model_folder, Writer writer) {
   TempDir tmp;
   const fs::path dir = tmp.path() / "ckpt";
   save_state_dict(testing::SyntheticStateDict(0, kTensors, 64 * 1024).tensors, dir, layout_for(0));
@@ -59,7 +71,7 @@ void run_crash_loop(bool model_folder) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       ::close(fds[0]);
-      child_loop(dir, next_generation, fds[1]);
+      child_loop(dir, next_generation, fds[1], writer);
     }
     ::close(fds[1]);
     std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 40000)(rng)));
@@ -88,8 +100,10 @@ void run_crash_loop(bool model_folder) {
   EXPECT_GT(recoveries, 0) << "no kill landed inside a save: the test is not testing anything";
 }
 
-TEST(Crash, KilledSavesIntoACheckpointDirectory) { run_crash_loop(false); }
-TEST(Crash, KilledSavesIntoAModelFolder) { run_crash_loop(true); }
+TEST(Crash, KilledSavesIntoACheckpointDirectory) { run_crash_loop(false, Writer::sync); }
+TEST(Crash, KilledSavesIntoAModelFolder) { run_crash_loop(true, Writer::sync); }
+TEST(Crash, KilledAsyncSavesIntoACheckpointDirectory) { run_crash_loop(false, Writer::async); }
+TEST(Crash, KilledAsyncSavesIntoAModelFolder) { run_crash_loop(true, Writer::async); }
 
 }  // namespace
 }  // namespace quicksave

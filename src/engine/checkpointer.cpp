@@ -1,0 +1,188 @@
+// Checkpointer: owns the engine's long-lived parts (worker pool, I/O backend, pinned pool,
+// copier) and admits saves; each save is a SaveJob. The only file that uses Boost.Asio.
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+
+#include "engine/save_job.hpp"
+#include "quicksave/checkpointer.hpp"
+#include "quicksave/error.hpp"
+
+namespace quicksave {
+
+struct Checkpointer::Impl {
+  explicit Impl(CheckpointerOptions opts) : options(std::move(opts)), workers(std::max(1u, options.worker_threads)) {}
+
+  CheckpointerOptions options;
+  boost::asio::thread_pool workers;
+  std::unique_ptr<io::IoBackend> io;
+  std::string fallback_reason;
+  std::unique_ptr<stage::PinnedPool> pool;
+  std::unique_ptr<stage::Copier> host_copier;
+
+  std::mutex mutex;
+  std::condition_variable idle;
+  unsigned running = 0;
+  std::deque<std::shared_ptr<engine::SaveJob>> waiting;
+
+  stage::Executor executor() {
+    return [this](std::function<void()> task) { boost::asio::post(workers, std::move(task)); };
+  }
+
+  // A job ended (committed or failed): let the next waiting one in.
+  void job_finished(engine::SaveJob* job) {
+    std::shared_ptr<engine::SaveJob> next;
+    {
+      std::lock_guard lock(mutex);
+      const auto queued = std::find_if(waiting.begin(), waiting.end(), [job](const auto& j) { return j.get() == job; });
+      if (queued != waiting.end()) {
+        waiting.erase(queued);  // cancelled before it started
+      } else {
+        --running;
+        if (!waiting.empty()) {
+          next = waiting.front();
+          waiting.pop_front();
+          ++running;
+        }
+      }
+    }
+    idle.notify_all();
+    if (next) boost::asio::post(workers, [next] { next->start(); });
+  }
+};
+
+namespace {
+
+std::uint64_t env_size(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  const std::string text(v);
+  if (text.find_first_not_of("0123456789") == std::string::npos) return std::stoull(text);
+  return static_cast<std::uint64_t>(parse_size_to_int(text));
+}
+
+bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::string(v) != "0" && std::string(v) != "false";
+}
+
+void validate(const CheckpointerOptions& o) {
+  if (o.chunk_bytes == 0 || o.chunk_bytes % 4096 != 0) {
+    throw Error(ErrorCode::invalid_argument, "chunk_bytes must be a positive multiple of 4096, got " + std::to_string(o.chunk_bytes));
+  }
+  if (o.pinned_budget_bytes < o.chunk_bytes) {
+    throw Error(ErrorCode::invalid_argument, "pinned_budget_bytes (" + std::to_string(o.pinned_budget_bytes) +
+                                                 ") must hold at least one chunk (" + std::to_string(o.chunk_bytes) + ")");
+  }
+  if (o.max_in_flight_saves == 0) throw Error(ErrorCode::invalid_argument, "max_in_flight_saves must be at least 1");
+}
+
+}  // namespace
+
+CheckpointerOptions CheckpointerOptions::from_env() {
+  CheckpointerOptions o;
+  o.pinned_budget_bytes = env_size("QUICKSAVE_PINNED_BUDGET", o.pinned_budget_bytes);
+  o.chunk_bytes = env_size("QUICKSAVE_CHUNK_BYTES", o.chunk_bytes);
+  o.worker_threads = static_cast<unsigned>(env_size("QUICKSAVE_WORKERS", o.worker_threads));
+  o.queue_depth = static_cast<unsigned>(env_size("QUICKSAVE_QUEUE_DEPTH", o.queue_depth));
+  o.max_in_flight_saves = static_cast<unsigned>(env_size("QUICKSAVE_MAX_IN_FLIGHT", o.max_in_flight_saves));
+  o.direct_io = env_flag("QUICKSAVE_DIRECT_IO", o.direct_io);
+  o.fsync = env_flag("QUICKSAVE_FSYNC", o.fsync);
+  if (const char* b = std::getenv("QUICKSAVE_IO_BACKEND")) {
+    const std::string backend(b);
+    if (backend == "io_uring") o.io_backend = IoBackendChoice::io_uring;
+    else if (backend == "posix") o.io_backend = IoBackendChoice::posix;
+    else if (backend == "auto" || backend.empty()) o.io_backend = IoBackendChoice::automatic;
+    else throw Error(ErrorCode::invalid_argument, "QUICKSAVE_IO_BACKEND must be auto, io_uring or posix, got " + backend);
+  }
+  return o;
+}
+
+Checkpointer::Checkpointer(CheckpointerOptions options) : Checkpointer(options, nullptr) {}
+
+Checkpointer::Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend) {
+  validate(options);
+  impl_ = std::make_unique<Impl>(options);
+  if (backend) {
+    impl_->io = std::move(backend);
+  } else {
+    io::BackendOptions io_options;
+    io_options.kind = options.io_backend == IoBackendChoice::io_uring ? io::BackendKind::io_uring
+                      : options.io_backend == IoBackendChoice::posix  ? io::BackendKind::posix
+                                                                      : io::BackendKind::automatic;
+    io_options.queue_depth = options.queue_depth;
+    io_options.posix_threads = std::max(1u, options.queue_depth / 2);
+    impl_->io = io::make_backend(io_options, &impl_->fallback_reason);
+  }
+  impl_->pool = std::make_unique<stage::PinnedPool>(
+      stage::PoolOptions{.budget_bytes = options.pinned_budget_bytes, .buffer_bytes = options.chunk_bytes});
+  const auto regions = impl_->pool->regions();
+  impl_->io->register_buffers(regions);
+  impl_->host_copier = stage::make_host_copier(impl_->executor());
+}
+
+Checkpointer::~Checkpointer() {
+  {
+    std::unique_lock lock(impl_->mutex);
+    impl_->idle.wait(lock, [this] { return impl_->running == 0 && impl_->waiting.empty(); });
+  }
+  impl_->workers.join();
+}
+
+SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::filesystem::path& directory,
+                                    const SaveOptions& options) {
+  for (const auto& t : tensors) {
+    if (t.device.kind == DeviceKind::cuda) {
+      throw Error(ErrorCode::unavailable, "tensor `" + t.name + "` is on " + t.device.str() +
+                                              " but this quicksave was built without CUDA support");
+    }
+  }
+  plan::SavePlan plan = plan::make_save_plan(std::move(tensors), options, impl_->options.chunk_bytes);
+  engine::JobEnvironment env;
+  env.executor = impl_->executor();
+  env.io = impl_->io.get();
+  env.pool = impl_->pool.get();
+  env.host_copier = impl_->host_copier.get();
+  env.direct_io = impl_->options.direct_io;
+  env.fsync = impl_->options.fsync;
+  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, options.is_main_process, std::move(env));
+  Impl* impl = impl_.get();
+  engine::SaveJob* raw = job.get();
+  // Set after construction: the callback needs the job's address.
+  job->set_on_finished([impl, raw] { impl->job_finished(raw); });
+  bool start_now = false;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->running < impl_->options.max_in_flight_saves) {
+      ++impl_->running;
+      start_now = true;
+    } else if (impl_->options.when_busy == WhenBusy::fail) {
+      throw Error(ErrorCode::resource_exhausted, std::to_string(impl_->running) + " saves are in flight (max_in_flight_saves)");
+    } else {
+      impl_->waiting.push_back(job);
+    }
+  }
+  if (start_now) boost::asio::post(impl_->workers, [job] { job->start(); });
+  return SaveHandle(job);
+}
+
+SaveResult Checkpointer::save(std::vector<TensorRef> tensors, const std::filesystem::path& directory, const SaveOptions& options) {
+  return save_async(std::move(tensors), directory, options).committed().get();
+}
+
+std::string Checkpointer::backend_name() const { return impl_->io->name(); }
+std::string Checkpointer::backend_fallback_reason() const { return impl_->fallback_reason; }
+std::uint64_t Checkpointer::pinned_bytes() const { return impl_->pool->allocated_bytes(); }
+const CheckpointerOptions& Checkpointer::options() const { return impl_->options; }
+
+std::shared_future<void> SaveHandle::staged() const { return job_->staged(); }
+std::shared_future<SaveResult> SaveHandle::committed() const { return job_->committed(); }
+void SaveHandle::cancel() { job_->cancel(); }
+SaveProgress SaveHandle::progress() const { return job_->progress(); }
+
+}  // namespace quicksave

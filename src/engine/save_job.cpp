@@ -1,0 +1,272 @@
+// SaveJob: see save_job.hpp for the protocol.
+#include "engine/save_job.hpp"
+
+#include <cstring>
+
+#include "quicksave/error.hpp"
+
+namespace quicksave::engine {
+namespace {
+
+std::uint64_t round_up(std::uint64_t n, std::uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+
+}  // namespace
+
+SaveJob::SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env)
+    : plan_(std::move(plan)), directory_(std::move(directory)), is_main_process_(is_main_process), env_(std::move(env)) {
+  staged_future_ = staged_promise_.get_future().share();
+  committed_future_ = committed_promise_.get_future().share();
+}
+
+SaveProgress SaveJob::progress() const {
+  return SaveProgress{bytes_staged_.load(), bytes_written_.load(), plan_.total_file_bytes};
+}
+
+void SaveJob::post(std::function<void()> task) { env_.executor(std::move(task)); }
+
+void SaveJob::start() {
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_ || finished_) return;  // cancelled while it waited for admission
+    ++outstanding_;
+  }
+  try {
+    begin_commit_and_files();
+    if (plan_.chunks.empty()) {  // nothing to write (empty state dict): still publish (stale clean-up)
+      {
+        std::lock_guard lock(mutex_);
+        staged_set_ = true;
+      }
+      staged_promise_.set_value();
+      finalize();
+    } else {
+      auto self = shared_from_this();
+      for (std::size_t i = 0; i < plan_.chunks.size(); ++i) {
+        env_.pool->acquire_async([self, i](stage::Lease lease) {
+          // Never work on the thread that returned the buffer: post, which also keeps chains of
+          // immediately returned leases from recursing.
+          auto shared = std::make_shared<stage::Lease>(std::move(lease));
+          self->post([self, i, shared] { self->on_lease(i, shared); });
+        });
+      }
+    }
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  operation_done();
+}
+
+void SaveJob::begin_commit_and_files() {
+  commit_.emplace(io::Commit::begin(*env_.io, directory_, plan_.pattern, plan_.output_names(), is_main_process_));
+  const std::uint64_t alignment = env_.io->direct_alignment();
+  chunks_left_in_file_.assign(plan_.files.size(), 0);
+  for (const auto& chunk : plan_.chunks) ++chunks_left_in_file_[chunk.file];
+  files_left_ = plan_.files.size();
+  chunks_to_stage_ = plan_.chunks.size();
+  for (const auto& file : plan_.files) {
+    const auto path = commit_->staging_path(file.filename);
+    io::FileHandle handle;
+    if (env_.direct_io) {
+      try {
+        handle = env_.io->create(path, io::OpenOptions{.direct = true, .preallocate = round_up(file.file_bytes, alignment)});
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::unavailable) throw;
+        env_.direct_io = false;  // this filesystem refuses O_DIRECT: buffered writes for this save
+      }
+    }
+    if (!handle) handle = env_.io->create(path, io::OpenOptions{.preallocate = file.file_bytes});
+    std::lock_guard lock(mutex_);
+    files_.push_back(handle);
+  }
+}
+
+void SaveJob::on_lease(std::size_t chunk_index, LeasePtr lease) {
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_ || finished_) return;  // the lease goes back to the pool with this task
+    ++outstanding_;
+  }
+  auto self = shared_from_this();
+  env_.host_copier->copy_chunk(plan_, plan_.chunks[chunk_index], lease->data(),
+                               [self, chunk_index, lease](std::exception_ptr error) { self->on_staged(chunk_index, lease, error); });
+}
+
+void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_ptr error) {
+  if (error) {
+    fail(error);
+    operation_done();
+    return;
+  }
+  const plan::Chunk& chunk = plan_.chunks[chunk_index];
+  bytes_staged_ += chunk.length;
+  bool all_staged = false;
+  bool stop = false;
+  io::FileHandle file;
+  {
+    std::lock_guard lock(mutex_);
+    stop = failed_;
+    if (!stop && --chunks_to_stage_ == 0 && !staged_set_) all_staged = staged_set_ = true;
+    file = files_[chunk.file];
+  }
+  if (stop) {
+    operation_done();
+    return;
+  }
+  if (all_staged) staged_promise_.set_value();
+  std::size_t length = chunk.length;
+  if (env_.direct_io) {
+    const std::size_t padded = round_up(length, env_.io->direct_alignment());
+    std::memset(lease->data() + length, 0, padded - length);  // zeros past the end, truncated in finish_file
+    length = padded;
+  }
+  auto self = shared_from_this();
+  try {
+    env_.io->write(file, chunk.file_offset, lease->data(), length, [self, chunk_index, lease](std::exception_ptr write_error) {
+      self->post([self, chunk_index, lease, write_error]() mutable {
+        lease.reset();  // back to the pool before the completion work
+        self->on_written(chunk_index, write_error);
+      });
+    });
+  } catch (...) {
+    fail(std::current_exception());
+    operation_done();
+  }
+}
+
+void SaveJob::on_written(std::size_t chunk_index, std::exception_ptr error) {
+  if (error) {
+    fail(error);
+    operation_done();
+    return;
+  }
+  const plan::Chunk& chunk = plan_.chunks[chunk_index];
+  bytes_written_ += chunk.length;
+  bool file_done = false;
+  io::FileHandle file;
+  {
+    std::lock_guard lock(mutex_);
+    if (!failed_) file_done = --chunks_left_in_file_[chunk.file] == 0;
+    file = files_[chunk.file];
+  }
+  if (!env_.direct_io && env_.fsync) env_.io->start_writeback(file, chunk.file_offset, chunk.length);
+  if (file_done) finish_file(chunk.file);
+  operation_done();
+}
+
+void SaveJob::finish_file(std::size_t file_index) {
+  io::FileHandle file;
+  {
+    std::lock_guard lock(mutex_);
+    file = files_[file_index];
+  }
+  try {
+    const std::uint64_t size = plan_.files[file_index].file_bytes;
+    if (env_.direct_io && size % env_.io->direct_alignment() != 0) env_.io->truncate(file, size);
+    if (env_.fsync) env_.io->sync(file);
+    {
+      std::lock_guard lock(mutex_);
+      files_[file_index] = io::FileHandle{};
+    }
+    env_.io->close(file);
+  } catch (...) {
+    fail(std::current_exception());
+    return;
+  }
+  bool all_closed = false;
+  {
+    std::lock_guard lock(mutex_);
+    all_closed = --files_left_ == 0 && !failed_;
+  }
+  if (all_closed) finalize();
+}
+
+void SaveJob::finalize() {
+  try {
+    SaveResult result;
+    result.backend = env_.io->name() + (env_.direct_io ? "+O_DIRECT" : "");
+    for (const auto& file : plan_.files) {
+      result.files.push_back(file.filename);
+      result.bytes_written += file.file_bytes;
+    }
+    if (plan_.index_filename) {
+      env_.io->write_file_durably(commit_->staging_path(*plan_.index_filename), plan_.index_json);
+      result.files.push_back(*plan_.index_filename);
+      result.bytes_written += plan_.index_json.size();
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (failed_) return;  // cancelled or failed meanwhile: the failure path finishes the job
+    }
+    io::CommitResult committed = commit_->publish();
+    result.commit_mode = io::to_string(committed.mode);
+    result.removed_stale = committed.removed;
+    {
+      // Published is committed, whatever a late cancel() says.
+      std::lock_guard lock(mutex_);
+      finished_ = true;
+    }
+    committed_promise_.set_value(std::move(result));
+    if (committed.deferred_removal) {
+      // The previous checkpoint's tree: deleting big files blocks for seconds, so it happens
+      // after `committed` has fired.
+      try {
+        env_.io->remove_all(*committed.deferred_removal);
+      } catch (...) {
+      }
+    }
+    env_.on_finished();
+  } catch (...) {
+    fail(std::current_exception());
+  }
+}
+
+void SaveJob::cancel() {
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_ || finished_) return;
+    ++outstanding_;
+  }
+  fail(std::make_exception_ptr(Error(ErrorCode::cancelled, "save into " + directory_.string() + " was cancelled")));
+  operation_done();
+}
+
+void SaveJob::fail(std::exception_ptr error) {
+  std::lock_guard lock(mutex_);
+  if (failed_ || finished_) return;
+  failed_ = true;
+  error_ = error;
+}
+
+void SaveJob::operation_done() {
+  bool finish = false;
+  {
+    std::lock_guard lock(mutex_);
+    --outstanding_;
+    finish = failed_ && outstanding_ == 0 && !finished_;
+    if (finish) finished_ = true;
+  }
+  if (finish) finish_failed();
+}
+
+void SaveJob::finish_failed() {
+  for (const auto& file : files_) {
+    if (!file) continue;
+    try {
+      env_.io->close(file);
+    } catch (...) {
+    }
+  }
+  files_.clear();
+  commit_.reset();  // aborts: temporaries removed, the previous checkpoint untouched
+  bool set_staged = false;
+  {
+    std::lock_guard lock(mutex_);
+    set_staged = !staged_set_;
+    staged_set_ = true;
+  }
+  if (set_staged) staged_promise_.set_exception(error_);
+  committed_promise_.set_exception(error_);
+  env_.on_finished();
+}
+
+}  // namespace quicksave::engine

@@ -1,0 +1,98 @@
+// SaveJob: one asynchronous save, from its plan to its commit. The protocol:
+//   1. start (worker): Commit::begin, create every file (preallocated), ask the pool for one
+//      lease per chunk (served first-come first-served as buffers free up);
+//   2. per chunk, as its lease arrives (worker): the copier fills the lease; when the last chunk
+//      is staged, `staged` fires;
+//   3. per chunk, once staged: the backend writes it (O_DIRECT: padded to the alignment); when it
+//      lands, the lease goes back to the pool and write-back of the range is started;
+//   4. per file, when its last chunk has landed (worker): truncate the padding, fsync, close;
+//   5. when every file is closed (worker): write the index durably, Commit::publish, `committed`
+//      fires; removing the previous checkpoint's tree (exchange mode) comes after, off the
+//      critical path.
+// The first error (or cancel()) stops new work; once every copy and write in flight has come
+// back, files are closed, the commit is aborted (temporaries removed, previous checkpoint
+// untouched) and both futures carry the error. Nothing throws across threads.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "io/backend.hpp"
+#include "io/commit.hpp"
+#include "plan/save_plan.hpp"
+#include "quicksave/checkpointer.hpp"
+#include "stage/copier.hpp"
+#include "stage/pinned_pool.hpp"
+
+namespace quicksave::engine {
+
+struct JobEnvironment {
+  stage::Executor executor;
+  io::IoBackend* io = nullptr;
+  stage::PinnedPool* pool = nullptr;
+  stage::Copier* host_copier = nullptr;
+  bool direct_io = false;
+  bool fsync = true;
+  // Called once when the job has finished for good (after both futures are set).
+  std::function<void()> on_finished;
+};
+
+class SaveJob : public std::enable_shared_from_this<SaveJob> {
+ public:
+  SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env);
+
+  void set_on_finished(std::function<void()> callback) { env_.on_finished = std::move(callback); }
+  void start();
+  void cancel();
+
+  std::shared_future<void> staged() const { return staged_future_; }
+  std::shared_future<SaveResult> committed() const { return committed_future_; }
+  SaveProgress progress() const;
+
+ private:
+  using LeasePtr = std::shared_ptr<stage::Lease>;
+
+  void begin_commit_and_files();
+  void on_lease(std::size_t chunk, LeasePtr lease);
+  void on_staged(std::size_t chunk, LeasePtr lease, std::exception_ptr error);
+  void on_written(std::size_t chunk, std::exception_ptr error);
+  void finish_file(std::size_t file);
+  void finalize();
+  void fail(std::exception_ptr error);
+  // Called after every piece of outstanding work returns; finishes a failed job when it was the last.
+  void operation_done();
+  void finish_failed();
+  void post(std::function<void()> task);
+
+  plan::SavePlan plan_;
+  std::filesystem::path directory_;
+  bool is_main_process_;
+  JobEnvironment env_;
+
+  std::optional<io::Commit> commit_;
+  std::vector<io::FileHandle> files_;
+  std::vector<std::size_t> chunks_left_in_file_;  // guarded by mutex_
+  std::size_t files_left_ = 0;                    // guarded by mutex_
+  std::size_t chunks_to_stage_ = 0;               // guarded by mutex_
+
+  std::mutex mutex_;
+  bool failed_ = false;
+  bool finished_ = false;
+  std::exception_ptr error_;
+  std::size_t outstanding_ = 0;  // copies, writes and file closes in flight (guarded by mutex_)
+
+  std::atomic<std::uint64_t> bytes_staged_{0};
+  std::atomic<std::uint64_t> bytes_written_{0};
+
+  std::promise<void> staged_promise_;
+  bool staged_set_ = false;  // guarded by mutex_
+  std::shared_future<void> staged_future_;
+  std::promise<SaveResult> committed_promise_;
+  std::shared_future<SaveResult> committed_future_;
+};
+
+}  // namespace quicksave::engine
