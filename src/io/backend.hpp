@@ -103,8 +103,8 @@ enum class BackendKind { automatic, io_uring, posix };
 
 struct BackendOptions {
   BackendKind kind = BackendKind::automatic;
-  unsigned queue_depth = 16;      // io_uring submission queue depth / posix writer threads
-  unsigned posix_threads = 4;
+  unsigned queue_depth = 16;      // io_uring: submission queue depth, the most writes in flight
+  unsigned posix_threads = 4;     // posix: writer threads
 };
 
 // Makes the requested backend. `automatic` (and io_uring when the ring cannot be created, e.g.

@@ -50,6 +50,7 @@ class FaultBackend : public IoBackend {
   void close(FileHandle file) override;
   void rename(const fs::path& from, const fs::path& to) override;
   void exchange(const fs::path& a, const fs::path& b) override;
+  void hard_link(const fs::path& from, const fs::path& to) override { inner_->hard_link(from, to); }
   void remove(const fs::path& path) override;
   void remove_all(const fs::path& path) override { inner_->remove_all(path); }
   void make_directory(const fs::path& path) override;
@@ -64,6 +65,7 @@ class FaultBackend : public IoBackend {
   };
 
   // Counts a call of `op`; returns true when this call must misbehave (and sleeps for latency).
+  // Sets fired() except for short_write, which write() marks once it has really split a write.
   bool should_fail(FaultOp op);
   // True when the spec makes a selected call fail (eio, enospc) rather than slow or short.
   bool injects_error() const { return spec_.kind == FaultKind::eio || spec_.kind == FaultKind::enospc; }

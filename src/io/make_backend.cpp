@@ -1,0 +1,27 @@
+// Chooses the I/O backend. io_uring is preferred but often blocked (Docker's default seccomp
+// profile, kernels with io_uring disabled), so an unusable ring is never fatal: the posix backend
+// takes over and the caller is told why, to report it rather than guess at slow saves.
+#include "io/backend.hpp"
+#include "quicksave/error.hpp"
+
+namespace quicksave::io {
+
+#ifndef QUICKSAVE_HAVE_IO_URING
+std::unique_ptr<IoBackend> make_uring_backend(unsigned queue_depth) {
+  throw Error(ErrorCode::unavailable, "io_uring: quicksave was built without io_uring (QUICKSAVE_WITH_IO_URING=OFF)");
+}
+#endif
+
+std::unique_ptr<IoBackend> make_backend(const BackendOptions& options, std::string* fallback_reason) {
+  if (fallback_reason != nullptr) fallback_reason->clear();
+  if (options.kind == BackendKind::posix) return make_posix_backend(options.posix_threads);
+  try {
+    return make_uring_backend(options.queue_depth);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unavailable) throw;
+    if (fallback_reason != nullptr) *fallback_reason = std::string("io_uring unavailable: ") + e.what();
+  }
+  return make_posix_backend(options.posix_threads);
+}
+
+}  // namespace quicksave::io
