@@ -52,6 +52,10 @@ struct SaveProgress {
 
 namespace engine {
 class SaveJob;
+class SaveCoordinator;
+}  // namespace engine
+namespace plan {
+struct SavePlan;
 }
 
 class SaveHandle {
@@ -93,6 +97,11 @@ class Checkpointer {
                         const SaveOptions& options = {}) {
     return save_async(TensorRefSource<StateDictType>::tensor_refs(state_dict), directory, options);
   }
+  // For quicksave's distributed layer (src/dist): runs an already planned save whose files and
+  // commit are coordinated with other processes by `coordinator`.
+  SaveHandle submit(plan::SavePlan plan, const std::filesystem::path& directory, bool is_main_process,
+                    std::unique_ptr<engine::SaveCoordinator> coordinator);
+
   // Blocking form: committed().get().
   SaveResult save(std::vector<TensorRef> tensors, const std::filesystem::path& directory, const SaveOptions& options = {});
 

@@ -143,6 +143,11 @@ SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::f
     }
   }
   plan::SavePlan plan = plan::make_save_plan(std::move(tensors), options, impl_->options.chunk_bytes);
+  return submit(std::move(plan), directory, options.is_main_process, nullptr);
+}
+
+SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path& directory, bool is_main_process,
+                                std::unique_ptr<engine::SaveCoordinator> coordinator) {
   engine::JobEnvironment env;
   env.executor = impl_->executor();
   env.io = impl_->io.get();
@@ -150,7 +155,7 @@ SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::f
   env.host_copier = impl_->host_copier.get();
   env.direct_io = impl_->options.direct_io;
   env.fsync = impl_->options.fsync;
-  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, options.is_main_process, std::move(env));
+  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, is_main_process, std::move(env), std::move(coordinator));
   Impl* impl = impl_.get();
   engine::SaveJob* raw = job.get();
   // Set after construction: the callback needs the job's address.

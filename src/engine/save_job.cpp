@@ -12,8 +12,13 @@ std::uint64_t round_up(std::uint64_t n, std::uint64_t alignment) { return (n + a
 
 }  // namespace
 
-SaveJob::SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env)
-    : plan_(std::move(plan)), directory_(std::move(directory)), is_main_process_(is_main_process), env_(std::move(env)) {
+SaveJob::SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env,
+                 std::unique_ptr<SaveCoordinator> coordinator)
+    : plan_(std::move(plan)),
+      directory_(std::move(directory)),
+      is_main_process_(is_main_process),
+      env_(std::move(env)),
+      coordinator_(coordinator ? std::move(coordinator) : make_local_coordinator(plan_)) {
   staged_future_ = staged_promise_.get_future().share();
   committed_future_ = committed_promise_.get_future().share();
 }
@@ -32,7 +37,7 @@ void SaveJob::start() {
   }
   try {
     begin_commit_and_files();
-    if (plan_.chunks.empty()) {  // nothing to write (empty state dict): still publish (stale clean-up)
+    if (work_chunks().empty()) {  // nothing to write here (e.g. an empty state dict): still publish
       {
         std::lock_guard lock(mutex_);
         staged_set_ = true;
@@ -41,7 +46,7 @@ void SaveJob::start() {
       finalize();
     } else {
       auto self = shared_from_this();
-      for (std::size_t i = 0; i < plan_.chunks.size(); ++i) {
+      for (std::size_t i = 0; i < work_chunks().size(); ++i) {
         env_.pool->acquire_async([self, i](stage::Lease lease) {
           // Never work on the thread that returned the buffer: post, which also keeps chains of
           // immediately returned leases from recursing.
@@ -57,26 +62,44 @@ void SaveJob::start() {
 }
 
 void SaveJob::begin_commit_and_files() {
-  commit_.emplace(io::Commit::begin(*env_.io, directory_, plan_.pattern, plan_.output_names(), is_main_process_));
+  coordinator_->begin(*env_.io, plan_, directory_, is_main_process_);
+  const Assignment& assignment = coordinator_->assignment();
   const std::uint64_t alignment = env_.io->direct_alignment();
   chunks_left_in_file_.assign(plan_.files.size(), 0);
-  for (const auto& chunk : plan_.chunks) ++chunks_left_in_file_[chunk.file];
-  files_left_ = plan_.files.size();
-  chunks_to_stage_ = plan_.chunks.size();
-  for (const auto& file : plan_.files) {
-    const auto path = commit_->staging_path(file.filename);
-    io::FileHandle handle;
+  for (const auto& chunk : work_chunks()) ++chunks_left_in_file_[chunk.file];
+  files_left_ = assignment.files.size();
+  chunks_to_stage_ = work_chunks().size();
+  {
+    std::lock_guard lock(mutex_);
+    files_.assign(plan_.files.size(), io::FileHandle{});
+  }
+  for (const auto& work : assignment.files) {
+    // Another process writes parts of a shared file at unaligned offsets: no O_DIRECT then.
+    if (!work.owner) env_.direct_io = false;
+  }
+  const auto open = [&](const Assignment::File& work, const io::OpenOptions& options) {
+    const io::FileHandle handle = env_.io->create(coordinator_->staging_path(plan_.files[work.file].filename), options);
+    std::lock_guard lock(mutex_);
+    files_[work.file] = handle;
+  };
+  for (const auto& work : assignment.files) {
+    if (!work.owner) continue;
+    const std::uint64_t file_bytes = plan_.files[work.file].file_bytes;
     if (env_.direct_io) {
       try {
-        handle = env_.io->create(path, io::OpenOptions{.direct = true, .preallocate = round_up(file.file_bytes, alignment)});
+        open(work, io::OpenOptions{.direct = true, .preallocate = round_up(file_bytes, alignment)});
+        continue;
       } catch (const Error& e) {
         if (e.code() != ErrorCode::unavailable) throw;
         env_.direct_io = false;  // this filesystem refuses O_DIRECT: buffered writes for this save
       }
     }
-    if (!handle) handle = env_.io->create(path, io::OpenOptions{.preallocate = file.file_bytes});
-    std::lock_guard lock(mutex_);
-    files_.push_back(handle);
+    open(work, io::OpenOptions{.preallocate = file_bytes});
+  }
+  coordinator_->files_created();
+  coordinator_->wait_for_files_of_others();
+  for (const auto& work : assignment.files) {
+    if (!work.owner) open(work, io::OpenOptions{.truncate = false});
   }
 }
 
@@ -87,7 +110,7 @@ void SaveJob::on_lease(std::size_t chunk_index, LeasePtr lease) {
     ++outstanding_;
   }
   auto self = shared_from_this();
-  env_.host_copier->copy_chunk(plan_, plan_.chunks[chunk_index], lease->data(),
+  env_.host_copier->copy_chunk(plan_, work_chunks()[chunk_index], lease->data(),
                                [self, chunk_index, lease](std::exception_ptr error) { self->on_staged(chunk_index, lease, error); });
 }
 
@@ -97,7 +120,7 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     operation_done();
     return;
   }
-  const plan::Chunk& chunk = plan_.chunks[chunk_index];
+  const plan::Chunk& chunk = work_chunks()[chunk_index];
   bytes_staged_ += chunk.length;
   bool all_staged = false;
   bool stop = false;
@@ -139,7 +162,7 @@ void SaveJob::on_written(std::size_t chunk_index, std::exception_ptr error) {
     operation_done();
     return;
   }
-  const plan::Chunk& chunk = plan_.chunks[chunk_index];
+  const plan::Chunk& chunk = work_chunks()[chunk_index];
   bytes_written_ += chunk.length;
   bool file_done = false;
   io::FileHandle file;
@@ -184,20 +207,16 @@ void SaveJob::finalize() {
   try {
     SaveResult result;
     result.backend = env_.io->name() + (env_.direct_io ? "+O_DIRECT" : "");
-    for (const auto& file : plan_.files) {
-      result.files.push_back(file.filename);
-      result.bytes_written += file.file_bytes;
-    }
-    if (plan_.index_filename) {
-      env_.io->write_file_durably(commit_->staging_path(*plan_.index_filename), plan_.index_json);
-      result.files.push_back(*plan_.index_filename);
-      result.bytes_written += plan_.index_json.size();
+    result.files = plan_.output_names();
+    result.bytes_written = bytes_written_.load();
+    if (plan_.index_filename && coordinator_->assignment().files.size() == plan_.files.size()) {
+      result.bytes_written += plan_.index_json.size();  // this process writes the index too
     }
     {
       std::lock_guard lock(mutex_);
       if (failed_) return;  // cancelled or failed meanwhile: the failure path finishes the job
     }
-    io::CommitResult committed = commit_->publish();
+    io::CommitResult committed = coordinator_->publish(*env_.io, plan_);
     result.commit_mode = io::to_string(committed.mode);
     result.removed_stale = committed.removed;
     {
@@ -250,14 +269,14 @@ void SaveJob::operation_done() {
 
 void SaveJob::finish_failed() {
   for (const auto& file : files_) {
-    if (!file) continue;
+    if (!file) continue;  // not assigned to this process, or already closed
     try {
       env_.io->close(file);
     } catch (...) {
     }
   }
   files_.clear();
-  commit_.reset();  // aborts: temporaries removed, the previous checkpoint untouched
+  coordinator_->abort(error_);  // temporaries removed, the previous checkpoint untouched
   bool set_staged = false;
   {
     std::lock_guard lock(mutex_);

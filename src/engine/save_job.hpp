@@ -1,16 +1,17 @@
 // SaveJob: one asynchronous save, from its plan to its commit. The protocol:
-//   1. start (worker): Commit::begin, create every file (preallocated), ask the pool for one
-//      lease per chunk (served first-come first-served as buffers free up);
+//   1. start (worker): the coordinator begins the commit; create the files this process owns
+//      (preallocated), open those it shares, ask the pool for one lease per chunk of its
+//      assignment (served first-come first-served as buffers free up);
 //   2. per chunk, as its lease arrives (worker): the copier fills the lease; when the last chunk
 //      is staged, `staged` fires;
 //   3. per chunk, once staged: the backend writes it (O_DIRECT: padded to the alignment); when it
 //      lands, the lease goes back to the pool and write-back of the range is started;
 //   4. per file, when its last chunk has landed (worker): truncate the padding, fsync, close;
-//   5. when every file is closed (worker): write the index durably, Commit::publish, `committed`
-//      fires; removing the previous checkpoint's tree (exchange mode) comes after, off the
-//      critical path.
+//   5. when every file is closed (worker): the coordinator publishes (the index, then the commit
+//      protocol of io/commit.cpp), `committed` fires; removing the previous checkpoint's tree
+//      (exchange mode) comes after, off the critical path.
 // The first error (or cancel()) stops new work; once every copy and write in flight has come
-// back, files are closed, the commit is aborted (temporaries removed, previous checkpoint
+// back, files are closed, the coordinator aborts (temporaries removed, previous checkpoint
 // untouched) and both futures carry the error. Nothing throws across threads.
 #pragma once
 
@@ -21,8 +22,8 @@
 #include <mutex>
 #include <optional>
 
+#include "engine/coordinator.hpp"
 #include "io/backend.hpp"
-#include "io/commit.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "stage/copier.hpp"
@@ -43,7 +44,10 @@ struct JobEnvironment {
 
 class SaveJob : public std::enable_shared_from_this<SaveJob> {
  public:
-  SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env);
+  // `coordinator` decides which files and byte ranges this process writes and how they are
+  // published; by default (nullptr) everything, through a single-process commit.
+  SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env,
+          std::unique_ptr<SaveCoordinator> coordinator = nullptr);
 
   void set_on_finished(std::function<void()> callback) { env_.on_finished = std::move(callback); }
   void start();
@@ -73,8 +77,10 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   bool is_main_process_;
   JobEnvironment env_;
 
-  std::optional<io::Commit> commit_;
-  std::vector<io::FileHandle> files_;
+  const std::vector<plan::Chunk>& work_chunks() const { return coordinator_->assignment().chunks; }
+
+  std::unique_ptr<SaveCoordinator> coordinator_;
+  std::vector<io::FileHandle> files_;  // indexed like plan_.files; open only for assigned files
   std::vector<std::size_t> chunks_left_in_file_;  // guarded by mutex_
   std::size_t files_left_ = 0;                    // guarded by mutex_
   std::size_t chunks_to_stage_ = 0;               // guarded by mutex_

@@ -29,6 +29,7 @@ using Completion = std::function<void(std::exception_ptr error)>;
 struct OpenOptions {
   bool direct = false;            // O_DIRECT: buffers, offsets and lengths must be aligned
   std::uint64_t preallocate = 0;  // fallocate this many bytes first (ext4 serialises extending O_DIRECT writes)
+  bool truncate = true;           // false: keep what the file holds (several writers fill one file)
 };
 
 // An open file. Owned by the backend that opened it; close() it exactly once.

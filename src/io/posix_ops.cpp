@@ -65,7 +65,7 @@ Error closed_handle_error(const char* call, FileHandle file) {
 }
 
 int open_for_write(const fs::path& path, const OpenOptions& options) {
-  int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (options.truncate ? O_TRUNC : 0);
   if (options.direct) flags |= O_DIRECT;
   int fd;
   do {
