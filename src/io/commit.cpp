@@ -287,9 +287,31 @@ Commit Commit::begin(IoBackend& io, const fs::path& target_in, const std::string
   return commit;
 }
 
-fs::path Commit::staging_path(const std::string& name) const {
-  if (mode_ == CommitMode::in_place) return target_ / (tag_ + "." + name);
-  return staging_dir_ / name;
+fs::path StagingLayout::path_of(const std::string& name) const {
+  if (mode == CommitMode::in_place) return target / (tag + "." + name);
+  return staging_dir / name;
+}
+
+std::string StagingLayout::to_string() const {
+  // Tab-separated: none of the fields can hold a tab (check_name and absolute paths made here).
+  return std::string(io::to_string(mode)) + "\t" + target.string() + "\t" + staging_dir.string() + "\t" + tag;
+}
+
+StagingLayout StagingLayout::parse(const std::string& text) {
+  std::vector<std::string> fields;
+  std::stringstream ss(text);
+  for (std::string f; std::getline(ss, f, '\t');) fields.push_back(f);
+  if (text.ends_with("\t")) fields.emplace_back();
+  if (fields.size() != 4) throw Error(ErrorCode::corrupt, "malformed staging layout: " + text);
+  StagingLayout layout;
+  if (fields[0] == "fresh") layout.mode = CommitMode::fresh;
+  else if (fields[0] == "exchange") layout.mode = CommitMode::exchange;
+  else if (fields[0] == "in_place") layout.mode = CommitMode::in_place;
+  else throw Error(ErrorCode::corrupt, "malformed staging layout mode: " + fields[0]);
+  layout.target = fields[1];
+  layout.staging_dir = fields[2];
+  layout.tag = fields[3];
+  return layout;
 }
 
 CommitResult Commit::publish() {

@@ -28,6 +28,18 @@ struct CommitResult {
   std::vector<std::string> warnings;    // clean-up after the commit point that failed (harmless leftovers)
 };
 
+// Where a commit's outputs are written before publication: enough for another process to write
+// into the same commit (distributed saves). Serialises to one line of text.
+struct StagingLayout {
+  CommitMode mode = CommitMode::fresh;
+  fs::path target;
+  fs::path staging_dir;  // directory modes
+  std::string tag;       // in-place mode: temporaries are <target>/<tag>.<name>
+  fs::path path_of(const std::string& name) const;
+  std::string to_string() const;
+  static StagingLayout parse(const std::string& text);
+};
+
 struct RecoveryReport {
   std::vector<std::string> actions;  // one line per thing done, e.g. "rolled forward journal .qs-12-ab.journal"
   bool changed() const { return !actions.empty(); }
@@ -49,7 +61,8 @@ class Commit {
   CommitMode mode() const { return mode_; }
   const fs::path& target() const { return target_; }
   // Where the writer must create the output `name` (one of `outputs`).
-  fs::path staging_path(const std::string& name) const;
+  fs::path staging_path(const std::string& name) const { return layout().path_of(name); }
+  StagingLayout layout() const { return StagingLayout{mode_, target_, staging_dir_, tag_}; }
   // Makes every output visible atomically (see the protocol). All outputs must be durable and
   // closed. Throws on failure, after restoring the previous state when that is possible.
   CommitResult publish();

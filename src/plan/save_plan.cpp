@@ -15,7 +15,7 @@ namespace {
 
 Error invalid(const std::string& message) { return Error(ErrorCode::invalid_argument, message); }
 
-void validate_inputs(const std::vector<TensorRef>& tensors) {
+void validate_inputs(const std::vector<TensorRef>& tensors, bool remote_tensors_allowed) {
   std::set<std::string_view> names;
   for (const auto& t : tensors) {
     if (!names.insert(t.name).second) throw invalid("duplicate state dict key " + format::python_repr(t.name));
@@ -26,7 +26,9 @@ void validate_inputs(const std::vector<TensorRef>& tensors) {
       throw invalid("tensor " + format::python_repr(t.name) + " has " + std::to_string(t.strides.size()) + " strides for " +
                     std::to_string(t.shape.size()) + " dimensions");
     }
-    if (t.data == nullptr && t.nbytes() > 0) throw invalid("tensor " + format::python_repr(t.name) + " has no data pointer");
+    if (t.data == nullptr && t.nbytes() > 0 && !remote_tensors_allowed) {
+      throw invalid("tensor " + format::python_repr(t.name) + " has no data pointer");
+    }
   }
 }
 
@@ -94,11 +96,12 @@ std::vector<std::string> SavePlan::output_names() const {
   return names;
 }
 
-SavePlan make_save_plan(std::vector<TensorRef> tensors, const SaveOptions& options, std::uint64_t chunk_bytes) {
+SavePlan make_save_plan(std::vector<TensorRef> tensors, const SaveOptions& options, std::uint64_t chunk_bytes,
+                        bool remote_tensors_allowed) {
   if (chunk_bytes == 0 || chunk_bytes % 4096 != 0) {
     throw invalid("chunk size must be a positive multiple of 4096 bytes, got " + std::to_string(chunk_bytes));
   }
-  validate_inputs(tensors);
+  validate_inputs(tensors, remote_tensors_allowed);
   SavePlan plan;
   plan.pattern = options.pattern();
   plan.chunk_bytes = chunk_bytes;

@@ -68,8 +68,10 @@ struct SavePlan {
 
 inline constexpr std::uint64_t kDefaultChunkBytes = 8ull << 20;
 
+// `remote_tensors_allowed`: tensors without data (data == nullptr, no storage) stand for tensors
+// another process holds and writes (distributed saves); they are planned but never read here.
 SavePlan make_save_plan(std::vector<TensorRef> tensors, const SaveOptions& options,
-                        std::uint64_t chunk_bytes = kDefaultChunkBytes);
+                        std::uint64_t chunk_bytes = kDefaultChunkBytes, bool remote_tensors_allowed = false);
 
 // Copies `segment`'s bytes of `tensor` (C order, gathering a strided host tensor) to `dst`.
 // Host memory only. Used by the synchronous writer and the host copier.

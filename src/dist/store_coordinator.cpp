@@ -1,0 +1,140 @@
+// StoreCoordinator: see store_coordinator.hpp for the protocol.
+#include "dist/store_coordinator.hpp"
+
+#include <set>
+#include <thread>
+
+#include "quicksave/error.hpp"
+
+namespace quicksave::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class StoreCoordinator : public engine::SaveCoordinator {
+ public:
+  StoreCoordinator(CoordinatorConfig config, engine::Assignment assignment)
+      : config_(std::move(config)), assignment_(std::move(assignment)) {}
+
+  const engine::Assignment& assignment() const override { return assignment_; }
+
+  void begin(io::IoBackend& io, const plan::SavePlan& plan, const std::filesystem::path& directory,
+             bool is_main_process) override {
+    io_ = &io;
+    for (const auto& file : plan.files) names_.push_back(file.filename);
+    if (config_.rank == 0) {
+      commit_.emplace(io::Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process));
+      layout_ = commit_->layout();
+      config_.store->set(key("layout"), layout_.to_string());
+    } else {
+      layout_ = io::StagingLayout::parse(wait_for(key("layout"), "rank 0 to prepare the commit"));
+    }
+  }
+
+  std::filesystem::path staging_path(const std::string& name) const override { return layout_.path_of(name); }
+
+  void files_created() override { config_.store->set(key("created/" + std::to_string(config_.rank)), "1"); }
+
+  void wait_for_files_of_others() override {
+    std::set<int> owners;
+    for (const auto& f : assignment_.files) {
+      if (!f.owner) owners.insert(config_.file_owner.at(f.file));
+    }
+    for (const int owner : owners) wait_for(key("created/" + std::to_string(owner)), "rank " + std::to_string(owner) + " to create its files");
+  }
+
+  io::CommitResult publish(io::IoBackend& io, const plan::SavePlan& plan) override {
+    config_.store->set(key("done/" + std::to_string(config_.rank)), "1");
+    if (config_.rank != 0) {
+      wait_for(key("published"), "rank 0 to publish the checkpoint");
+      return io::CommitResult{layout_.mode, {}, std::nullopt, {}};
+    }
+    for (int r = 1; r < config_.world_size; ++r) {
+      wait_for(key("done/" + std::to_string(r)), "rank " + std::to_string(r) + " to make its files durable");
+    }
+    if (plan.index_filename) io.write_file_durably(commit_->staging_path(*plan.index_filename), plan.index_json);
+    io::CommitResult result = commit_->publish();
+    config_.store->set(key("published"), "1");
+    return result;
+  }
+
+  void abort(const std::exception_ptr& error) noexcept override {
+    try {
+      config_.store->set_if_absent(key("failed"), "rank " + std::to_string(config_.rank) + ": " + describe(error));
+    } catch (...) {
+      // The store is gone too: the other ranks time out.
+    }
+    if (commit_) {
+      // Rank 0's staging area holds every rank's files: remove it only once the others have
+      // stopped writing into it (or the timeout says they never will).
+      for (int r = 1; r < config_.world_size; ++r) {
+        try {
+          wait_for(key("aborted/" + std::to_string(r)), "rank " + std::to_string(r) + " to stop", /*stop_on_failure=*/false);
+        } catch (...) {
+        }
+      }
+      commit_.reset();
+      return;
+    }
+    if (io_ != nullptr && !layout_.target.empty()) {
+      for (const auto& f : assignment_.files) {
+        if (!f.owner) continue;
+        try {
+          io_->remove(staging_path(owned_name(f.file)));
+        } catch (...) {
+        }
+      }
+    }
+    try {
+      config_.store->set(key("aborted/" + std::to_string(config_.rank)), "1");
+    } catch (...) {
+    }
+  }
+
+ private:
+  std::string key(const std::string& name) const { return config_.prefix + "/" + name; }
+  const std::string& owned_name(std::size_t file) const { return names_.at(file); }
+
+  static std::string describe(const std::exception_ptr& error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+    }
+    return "unknown error";
+  }
+
+  // Polls `k` until it exists, the save failed somewhere, or the timeout passes.
+  std::string wait_for(const std::string& k, const std::string& what, bool stop_on_failure = true) {
+    const auto deadline = Clock::now() + config_.timeout;
+    auto pause = std::chrono::milliseconds(1);
+    for (;;) {
+      if (auto failed = stop_on_failure ? config_.store->try_get(key("failed")) : std::nullopt) {
+        throw Error(ErrorCode::unavailable, "distributed save failed on " + *failed);
+      }
+      if (auto value = config_.store->try_get(k)) return *value;
+      if (Clock::now() > deadline) {
+        throw Error(ErrorCode::unavailable, "rank " + std::to_string(config_.rank) + " timed out after " +
+                                                std::to_string(config_.timeout.count()) + " ms waiting for " + what);
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+  }
+
+  CoordinatorConfig config_;
+  engine::Assignment assignment_;
+  std::vector<std::string> names_;  // the plan's file names, for abort
+  io::IoBackend* io_ = nullptr;
+  std::optional<io::Commit> commit_;
+  io::StagingLayout layout_;
+};
+
+}  // namespace
+
+std::unique_ptr<engine::SaveCoordinator> make_store_coordinator(CoordinatorConfig config, engine::Assignment assignment) {
+  return std::make_unique<StoreCoordinator>(std::move(config), std::move(assignment));
+}
+
+}  // namespace quicksave::dist
