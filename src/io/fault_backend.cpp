@@ -16,7 +16,7 @@ namespace quicksave::io {
 
 namespace {
 
-constexpr std::size_t kOpCount = static_cast<std::size_t>(FaultOp::write_file) + 1;
+constexpr std::size_t kOpCount = static_cast<std::size_t>(FaultOp::hard_link) + 1;
 
 std::size_t index_of(FaultOp op) { return static_cast<std::size_t>(op); }
 
@@ -129,6 +129,11 @@ void FaultBackend::exchange(const fs::path& a, const fs::path& b) {
 void FaultBackend::remove(const fs::path& path) {
   if (should_fail(FaultOp::remove) && injects_error()) fail("unlink", "file=" + path.string());
   inner_->remove(path);
+}
+
+void FaultBackend::hard_link(const fs::path& from, const fs::path& to) {
+  if (should_fail(FaultOp::hard_link) && injects_error()) fail("link", "from=" + from.string() + ", to=" + to.string());
+  inner_->hard_link(from, to);
 }
 
 void FaultBackend::make_directory(const fs::path& path) {

@@ -13,7 +13,7 @@
 
 namespace quicksave::io {
 
-enum class FaultOp { create, write, sync, rename, exchange, remove, make_directory, sync_directory, write_file };
+enum class FaultOp { create, write, sync, rename, exchange, remove, make_directory, sync_directory, write_file, hard_link };
 enum class FaultKind {
   eio,          // the call fails with EIO
   enospc,       // the call fails with ENOSPC
@@ -50,7 +50,7 @@ class FaultBackend : public IoBackend {
   void close(FileHandle file) override;
   void rename(const fs::path& from, const fs::path& to) override;
   void exchange(const fs::path& a, const fs::path& b) override;
-  void hard_link(const fs::path& from, const fs::path& to) override { inner_->hard_link(from, to); }
+  void hard_link(const fs::path& from, const fs::path& to) override;
   void remove(const fs::path& path) override;
   void remove_all(const fs::path& path) override { inner_->remove_all(path); }
   void make_directory(const fs::path& path) override;
@@ -75,7 +75,7 @@ class FaultBackend : public IoBackend {
 
   std::unique_ptr<IoBackend> inner_;
   FaultSpec spec_;
-  std::atomic<int> counts_[9] = {};
+  std::atomic<int> counts_[10] = {};
   std::atomic<bool> fired_{false};
   // Files created through this decorator: their paths name them in injected errors, and a short
   // write on an O_DIRECT one is split at an aligned boundary, as the kernel would, or the

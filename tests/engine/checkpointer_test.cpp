@@ -253,15 +253,16 @@ TEST(Checkpointer, DestroyingWithSavesInFlightCompletesThem) {
 TEST(Checkpointer, FaultMatrix) {
   const io::FaultOp ops[] = {io::FaultOp::create, io::FaultOp::write, io::FaultOp::sync, io::FaultOp::rename,
                              io::FaultOp::exchange, io::FaultOp::make_directory, io::FaultOp::sync_directory,
-                             io::FaultOp::write_file};
+                             io::FaultOp::write_file, io::FaultOp::hard_link};
   const io::FaultKind kinds[] = {io::FaultKind::eio, io::FaultKind::enospc};
   int injected = 0;
   for (const bool model_folder : {false, true}) {
+   for (const bool same_names : {false, true}) {  // the new save replaces files of the same names (backups)
     for (const auto op : ops) {
       for (const auto kind : kinds) {
         for (int nth = 1; nth <= 3; ++nth) {
           SCOPED_TRACE("op=" + std::to_string(static_cast<int>(op)) + " kind=" + std::to_string(static_cast<int>(kind)) +
-                       " nth=" + std::to_string(nth) + (model_folder ? " model-folder" : ""));
+                       " nth=" + std::to_string(nth) + (model_folder ? " model-folder" : "") + (same_names ? " same-names" : ""));
           TempDir tmp;
           const fs::path dir = tmp.path() / "c";
           SaveOptions sharded;
@@ -275,10 +276,11 @@ TEST(Checkpointer, FaultMatrix) {
             auto faulty = std::make_unique<io::FaultBackend>(io::make_posix_backend(2), io::FaultSpec{.op = op, .kind = kind, .nth = nth});
             io::FaultBackend* fault = faulty.get();
             Checkpointer ckpt(small_options(), std::move(faulty));
-            SaveOptions single;  // the new save is one file: stale shards must survive a failure
+            // One file (the old shards are stale and must survive a failure), or the same shards.
+            SaveOptions next = same_names ? sharded : SaveOptions{};
             SyntheticStateDict sd(2, 6, 40000);
             try {
-              ckpt.save(sd.tensors, dir, single);
+              ckpt.save(sd.tensors, dir, next);
             } catch (const Error& e) {
               threw = true;
               EXPECT_EQ(e.errno_value(), kind == io::FaultKind::eio ? EIO : ENOSPC) << e.what();
@@ -298,8 +300,9 @@ TEST(Checkpointer, FaultMatrix) {
         }
       }
     }
+   }
   }
-  EXPECT_GE(injected, 30);  // the others fire after the commit point or never (the op is not reached)
+  EXPECT_GE(injected, 60);  // the others fire after the commit point or never (the op is not reached)
 }
 
 }  // namespace
