@@ -1,0 +1,100 @@
+"""quicksave: Hugging Face checkpoints (safetensors shards + index) saved and loaded by a C++ core,
+and an asynchronous save engine that keeps training running while a checkpoint is written.
+
+Switching from huggingface_hub takes one import:
+
+    from quicksave import serialization      # instead of: from huggingface_hub import serialization
+    serialization.save_torch_state_dict(model.state_dict(), "ckpt", max_shard_size="2GB")
+    serialization.load_torch_model(model, "ckpt")
+
+and the engine:
+
+    with quicksave.Checkpointer(pinned_budget_bytes="4GB") as ckpt:
+        handle = ckpt.save_async(model.state_dict(), "ckpt/step-1000")
+        handle.staged().result()       # before the optimizer changes the weights
+        ...
+        handle.committed().result()    # durable and published
+
+Errors: ValueError where huggingface_hub raises it (bad sizes, patterns, shard names, paths),
+FileNotFoundError for a missing checkpoint file, RuntimeError for strict-load key mismatches; all
+of quicksave's own errors derive from quicksave.Error, whose `code` names the kind.
+"""
+
+import atexit
+
+import torch  # noqa: F401  (loads LibTorch and torch's Python types before the extension)
+
+from ._quicksave import (
+    AlreadyExistsError,
+    CancelledError,
+    CorruptError,
+    Error,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    IoError,
+    NotFoundError,
+    ResourceExhaustedError,
+    SaveProgress,
+    SaveResult,
+    UnavailableError,
+)
+from ._hf import (
+    MAX_SHARD_SIZE,
+    PYTORCH_WEIGHTS_FILE_PATTERN,
+    SAFETENSORS_INDEX_FILE,
+    SAFETENSORS_SINGLE_FILE,
+    SAFETENSORS_WEIGHTS_FILE_PATTERN,
+    StateDictSplit,
+    get_torch_storage_id,
+    get_torch_storage_size,
+    load_state_dict_from_file,
+    load_torch_model,
+    parse_size_to_int,
+    save_torch_model,
+    save_torch_state_dict,
+    split_state_dict_into_shards_factory,
+    split_torch_state_dict_into_shards,
+)
+from ._engine import Checkpointer, SaveHandle, _close_all
+from . import serialization
+
+__version__ = "0.1.0"
+
+# Saves still in flight at exit complete (their watcher threads are joined first), then every
+# engine is freed while the interpreter is still whole.
+atexit.register(_close_all)
+
+__all__ = [
+    "AlreadyExistsError",
+    "CancelledError",
+    "Checkpointer",
+    "CorruptError",
+    "Error",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "IoError",
+    "MAX_SHARD_SIZE",
+    "NotFoundError",
+    "PYTORCH_WEIGHTS_FILE_PATTERN",
+    "ResourceExhaustedError",
+    "SAFETENSORS_INDEX_FILE",
+    "SAFETENSORS_SINGLE_FILE",
+    "SAFETENSORS_WEIGHTS_FILE_PATTERN",
+    "SaveHandle",
+    "SaveProgress",
+    "SaveResult",
+    "StateDictSplit",
+    "UnavailableError",
+    "get_torch_storage_id",
+    "get_torch_storage_size",
+    "load_state_dict_from_file",
+    "load_torch_model",
+    "parse_size_to_int",
+    "save_torch_model",
+    "save_torch_state_dict",
+    "serialization",
+    "split_state_dict_into_shards_factory",
+    "split_torch_state_dict_into_shards",
+]
