@@ -13,6 +13,7 @@
 #include "quicksave/error.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/torch.hpp"
+#include "torch/pickle_reader.hpp"
 
 namespace quicksave {
 namespace {
@@ -56,24 +57,8 @@ StateDict load_safetensors(const fs::path& path, const std::optional<torch::Devi
 }
 
 StateDict load_pickle(const fs::path& path, const std::optional<torch::Device>& map_location) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::corrupt, "cannot read the pickle checkpoint " + path.string() + ": " + e.what_without_backtrace());
-  }
-  if (!value.isGenericDict()) {
-    throw Error(ErrorCode::corrupt, "the pickle checkpoint " + path.string() + " does not hold a dict of tensors");
-  }
   StateDict out;
-  for (const auto& item : value.toGenericDict()) {
-    if (!item.key().isString() || !item.value().isTensor()) {
-      throw Error(ErrorCode::corrupt, "the pickle checkpoint " + path.string() + " holds a non-tensor entry");
-    }
-    out.insert(item.key().toStringRef(), to_device(item.value().toTensor(), map_location));
-  }
+  for (auto& [name, tensor] : torch_pickle::read_state_dict(path)) out.insert(name, to_device(std::move(tensor), map_location));
   return out;
 }
 
