@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -11,6 +12,9 @@
 #include "engine/save_job.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
+#if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
+#include "stage/cuda_copier.hpp"
+#endif
 
 namespace quicksave {
 
@@ -23,6 +27,9 @@ struct Checkpointer::Impl {
   std::string fallback_reason;
   std::unique_ptr<stage::PinnedPool> pool;
   std::unique_ptr<stage::Copier> host_copier;
+#if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
+  std::unique_ptr<stage::CudaCopier> cuda_copier;  // chunks that read GPU memory
+#endif
 
   std::mutex mutex;
   std::condition_variable idle;
@@ -119,11 +126,19 @@ Checkpointer::Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBa
     io_options.posix_threads = std::max(1u, options.queue_depth / 2);
     impl_->io = io::make_backend(io_options, &impl_->fallback_reason);
   }
-  impl_->pool = std::make_unique<stage::PinnedPool>(
-      stage::PoolOptions{.budget_bytes = options.pinned_budget_bytes, .buffer_bytes = options.chunk_bytes});
+  stage::PoolOptions pool_options{.budget_bytes = options.pinned_budget_bytes, .buffer_bytes = options.chunk_bytes};
+#if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
+  // Page-locked for the GPU when there is one, so that device-to-host copies into it are
+  // asynchronous and run at full speed.
+  pool_options.register_with_cuda = stage::cuda_device_count() > 0;
+#endif
+  impl_->pool = std::make_unique<stage::PinnedPool>(pool_options);
   const auto regions = impl_->pool->regions();
   impl_->io->register_buffers(regions);
   impl_->host_copier = stage::make_host_copier(impl_->executor());
+#if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
+  impl_->cuda_copier = std::make_unique<stage::CudaCopier>(impl_->executor());
+#endif
 }
 
 Checkpointer::~Checkpointer() {
@@ -136,12 +151,14 @@ Checkpointer::~Checkpointer() {
 
 SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::filesystem::path& directory,
                                     const SaveOptions& options) {
+#if !(defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA)
   for (const auto& t : tensors) {
     if (t.device.kind == DeviceKind::cuda) {
       throw Error(ErrorCode::unavailable, "tensor `" + t.name + "` is on " + t.device.str() +
                                               " but this quicksave was built without CUDA support");
     }
   }
+#endif
   plan::SavePlan plan = plan::make_save_plan(std::move(tensors), options, impl_->options.chunk_bytes);
   return submit(std::move(plan), directory, options.is_main_process, nullptr);
 }
@@ -153,6 +170,13 @@ SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path
   env.io = impl_->io.get();
   env.pool = impl_->pool.get();
   env.host_copier = impl_->host_copier.get();
+#if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
+  // With GPU tensors: records the producer streams' events now, on the caller's thread, so that
+  // the save copies the weights as of this call, not after GPU work queued later.
+  if (std::any_of(plan.tensors.begin(), plan.tensors.end(), [](const TensorRef& t) { return t.device.kind == DeviceKind::cuda; })) {
+    env.device_copier = impl_->cuda_copier->begin_save(plan.tensors);
+  }
+#endif
   env.direct_io = impl_->options.direct_io;
   env.fsync = impl_->options.fsync;
   auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, is_main_process, std::move(env), std::move(coordinator));
@@ -185,9 +209,29 @@ std::string Checkpointer::backend_fallback_reason() const { return impl_->fallba
 std::uint64_t Checkpointer::pinned_bytes() const { return impl_->pool->allocated_bytes(); }
 const CheckpointerOptions& Checkpointer::options() const { return impl_->options; }
 
-std::shared_future<void> SaveHandle::staged() const { return job_->staged(); }
-std::shared_future<SaveResult> SaveHandle::committed() const { return job_->committed(); }
-void SaveHandle::cancel() { job_->cancel(); }
-SaveProgress SaveHandle::progress() const { return job_->progress(); }
+namespace {
+
+void require_valid(const std::shared_ptr<engine::SaveJob>& job) {
+  if (!job) throw Error(ErrorCode::failed_precondition, "this SaveHandle holds no save (default-constructed)");
+}
+
+}  // namespace
+
+std::shared_future<void> SaveHandle::staged() const {
+  require_valid(job_);
+  return job_->staged();
+}
+std::shared_future<SaveResult> SaveHandle::committed() const {
+  require_valid(job_);
+  return job_->committed();
+}
+void SaveHandle::cancel() {
+  require_valid(job_);
+  job_->cancel();
+}
+SaveProgress SaveHandle::progress() const {
+  require_valid(job_);
+  return job_->progress();
+}
 
 }  // namespace quicksave

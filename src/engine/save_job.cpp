@@ -10,6 +10,17 @@ namespace {
 
 std::uint64_t round_up(std::uint64_t n, std::uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
 
+// True when a segment of `chunk` reads a tensor outside host memory (the device copier's chunks).
+bool reads_device_memory(const plan::SavePlan& plan, const plan::Chunk& chunk) {
+  for (const plan::Segment& segment : chunk.segments) {
+    if (segment.tensor != plan::Segment::kHeader && segment.tensor < plan.tensors.size() &&
+        plan.tensors[segment.tensor].device.kind != DeviceKind::cpu) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 SaveJob::SaveJob(plan::SavePlan plan, std::filesystem::path directory, bool is_main_process, JobEnvironment env,
@@ -110,8 +121,11 @@ void SaveJob::on_lease(std::size_t chunk_index, LeasePtr lease) {
     ++outstanding_;
   }
   auto self = shared_from_this();
-  env_.host_copier->copy_chunk(plan_, work_chunks()[chunk_index], lease->data(),
-                               [self, chunk_index, lease](std::exception_ptr error) { self->on_staged(chunk_index, lease, error); });
+  const plan::Chunk& chunk = work_chunks()[chunk_index];
+  stage::Copier* copier =
+      env_.device_copier && reads_device_memory(plan_, chunk) ? env_.device_copier.get() : env_.host_copier;
+  copier->copy_chunk(plan_, chunk, lease->data(),
+                     [self, chunk_index, lease](std::exception_ptr error) { self->on_staged(chunk_index, lease, error); });
 }
 
 void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_ptr error) {

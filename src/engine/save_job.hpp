@@ -36,6 +36,9 @@ struct JobEnvironment {
   io::IoBackend* io = nullptr;
   stage::PinnedPool* pool = nullptr;
   stage::Copier* host_copier = nullptr;
+  // Chunks that read GPU memory go to this save's device copier (CUDA builds, saves with CUDA
+  // tensors; null otherwise), which holds the producer events recorded at save_async.
+  std::shared_ptr<stage::Copier> device_copier;
   bool direct_io = false;
   bool fsync = true;
   // Called once when the job has finished for good (after both futures are set).
