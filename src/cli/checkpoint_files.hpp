@@ -1,0 +1,54 @@
+// Where a checkpoint's files are: PATH may be a safetensors file, an index file or a checkpoint
+// folder. Also finds what an interrupted save left behind, without changing anything.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quicksave::cli {
+
+namespace fs = std::filesystem;
+
+struct CheckpointLocation {
+  fs::path directory;                 // the folder holding the files
+  std::optional<fs::path> index_file; // sharded checkpoint: its index
+  std::optional<fs::path> single_file;// one-file checkpoint
+  std::string pattern;                // e.g. "model{suffix}.safetensors"
+};
+
+// A folder is searched the way loaders do: `model.safetensors.index.json`, then
+// `model.safetensors`, then the only `*.safetensors.index.json`, then the only `*.safetensors`.
+// Throws Error(not_found) when there is no checkpoint, (invalid_argument) when it is ambiguous
+// or not a safetensors checkpoint.
+CheckpointLocation locate_checkpoint(const fs::path& path);
+
+// "model{suffix}.safetensors" for "model.safetensors.index.json" (and X for X.safetensors.index.json).
+std::string pattern_of_index(const std::string& index_name);
+
+// One file or folder left by a save that has not finished: in-place temporaries, backups and
+// journals inside the checkpoint folder (".qs-<pid>-<hex>..."), staging directories beside it
+// (".<name>.qs-<pid>-<hex>.tmp").
+struct Leftover {
+  fs::path path;
+  std::string kind;        // "journal", "temporary", "backup", "staging directory"
+  std::string tag;         // ".qs-<pid>-<hex>": the save it belongs to
+  long pid = -1;           // the process that made it
+  bool process_alive = false;
+};
+// Leftovers concerning the checkpoint folder `target` (which may not exist: a first save that
+// crashed leaves only its staging directory), sorted by save then name.
+std::vector<Leftover> find_leftovers(const fs::path& target);
+
+// One line per save that left something, e.g. "interrupted save .qs-12-ab (process 12, no
+// longer running): 5 temporaries (.qs-12-ab.model-00001-of-00005.safetensors, ...): <what
+// recovery will do>".
+struct SaveLeftovers {
+  std::string tag;
+  bool process_alive = false;
+  std::string description;
+};
+std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& leftovers);
+
+}  // namespace quicksave::cli
