@@ -1,6 +1,9 @@
 // StoreCoordinator: see store_coordinator.hpp for the protocol.
 #include "dist/store_coordinator.hpp"
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -16,18 +19,21 @@ class StoreCoordinator : public engine::SaveCoordinator {
   StoreCoordinator(CoordinatorConfig config, engine::Assignment assignment)
       : config_(std::move(config)), assignment_(std::move(assignment)) {}
 
+  ~StoreCoordinator() override { stop_heartbeat(); }
+
   const engine::Assignment& assignment() const override { return assignment_; }
 
   void begin(io::IoBackend& io, const plan::SavePlan& plan, const std::filesystem::path& directory,
              bool is_main_process) override {
     io_ = &io;
     for (const auto& file : plan.files) names_.push_back(file.filename);
+    start_heartbeat();
     if (config_.rank == 0) {
       commit_.emplace(io::Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process));
       layout_ = commit_->layout();
       config_.store->set(key("layout"), layout_.to_string());
     } else {
-      layout_ = io::StagingLayout::parse(wait_for(key("layout"), "rank 0 to prepare the commit"));
+      layout_ = io::StagingLayout::parse(wait_for(key("layout"), 0, "to prepare the commit"));
     }
   }
 
@@ -40,21 +46,21 @@ class StoreCoordinator : public engine::SaveCoordinator {
     for (const auto& f : assignment_.files) {
       if (!f.owner) owners.insert(config_.file_owner.at(f.file));
     }
-    for (const int owner : owners) wait_for(key("created/" + std::to_string(owner)), "rank " + std::to_string(owner) + " to create its files");
+    for (const int owner : owners) wait_for(key("created/" + std::to_string(owner)), owner, "to create its files");
   }
 
   io::CommitResult publish(io::IoBackend& io, const plan::SavePlan& plan) override {
     config_.store->set(key("done/" + std::to_string(config_.rank)), "1");
     if (config_.rank != 0) {
-      wait_for(key("published"), "rank 0 to publish the checkpoint");
+      wait_for(key("published"), 0, "to publish the checkpoint");
+      stop_heartbeat();
       return io::CommitResult{layout_.mode, {}, std::nullopt, {}};
     }
-    for (int r = 1; r < config_.world_size; ++r) {
-      wait_for(key("done/" + std::to_string(r)), "rank " + std::to_string(r) + " to make its files durable");
-    }
+    for (int r = 1; r < config_.world_size; ++r) wait_for(key("done/" + std::to_string(r)), r, "to make its files durable");
     if (plan.index_filename) io.write_file_durably(commit_->staging_path(*plan.index_filename), plan.index_json);
     io::CommitResult result = commit_->publish();
     config_.store->set(key("published"), "1");
+    stop_heartbeat();
     return result;
   }
 
@@ -69,10 +75,11 @@ class StoreCoordinator : public engine::SaveCoordinator {
       // stopped writing into it (or the timeout says they never will).
       for (int r = 1; r < config_.world_size; ++r) {
         try {
-          wait_for(key("aborted/" + std::to_string(r)), "rank " + std::to_string(r) + " to stop", /*stop_on_failure=*/false);
+          wait_for(key("aborted/" + std::to_string(r)), r, "to stop writing", /*stop_on_failure=*/false);
         } catch (...) {
         }
       }
+      stop_heartbeat();
       commit_.reset();
       return;
     }
@@ -89,6 +96,7 @@ class StoreCoordinator : public engine::SaveCoordinator {
       config_.store->set(key("aborted/" + std::to_string(config_.rank)), "1");
     } catch (...) {
     }
+    stop_heartbeat();
   }
 
  private:
@@ -105,18 +113,52 @@ class StoreCoordinator : public engine::SaveCoordinator {
     return "unknown error";
   }
 
-  // Polls `k` until it exists, the save failed somewhere, or the timeout passes.
-  std::string wait_for(const std::string& k, const std::string& what, bool stop_on_failure = true) {
-    const auto deadline = Clock::now() + config_.timeout;
+  // Every rank taking part publishes a counter that a thread of its own bumps a few times per
+  // timeout: a rank whose counter stops moving is gone. Waits time out on silence, not on
+  // duration, so a rank busy writing a large share is never mistaken for a dead one.
+  void start_heartbeat() {
+    const auto period = std::max(std::chrono::milliseconds(10), std::min(std::chrono::milliseconds(500), config_.timeout / 4));
+    heartbeat_ = std::thread([this, period] {
+      std::unique_lock lock(heartbeat_mutex_);
+      for (std::uint64_t beat = 1; !heartbeat_stop_; ++beat) {
+        try {
+          config_.store->set(key("alive/" + std::to_string(config_.rank)), std::to_string(beat));
+        } catch (...) {
+          // The store is unreachable: the others see silence and time out.
+        }
+        heartbeat_wake_.wait_for(lock, period, [this] { return heartbeat_stop_; });
+      }
+    });
+  }
+
+  void stop_heartbeat() {
+    {
+      std::lock_guard lock(heartbeat_mutex_);
+      heartbeat_stop_ = true;
+    }
+    heartbeat_wake_.notify_all();
+    if (heartbeat_.joinable()) heartbeat_.join();
+  }
+
+  // Polls `k`, which rank `source` will set, until it exists, the save failed somewhere, or
+  // `source` has been silent for the timeout.
+  std::string wait_for(const std::string& k, int source, const std::string& what, bool stop_on_failure = true) {
+    auto deadline = Clock::now() + config_.timeout;
+    std::optional<std::string> last_beat;
     auto pause = std::chrono::milliseconds(1);
     for (;;) {
       if (auto failed = stop_on_failure ? config_.store->try_get(key("failed")) : std::nullopt) {
         throw Error(ErrorCode::unavailable, "distributed save failed on " + *failed);
       }
       if (auto value = config_.store->try_get(k)) return *value;
+      if (auto beat = config_.store->try_get(key("alive/" + std::to_string(source))); beat && beat != last_beat) {
+        last_beat = std::move(beat);
+        deadline = Clock::now() + config_.timeout;
+      }
       if (Clock::now() > deadline) {
-        throw Error(ErrorCode::unavailable, "rank " + std::to_string(config_.rank) + " timed out after " +
-                                                std::to_string(config_.timeout.count()) + " ms waiting for " + what);
+        throw Error(ErrorCode::unavailable, "rank " + std::to_string(source) + " stopped responding: rank " +
+                                                std::to_string(config_.rank) + " heard nothing from it for " +
+                                                std::to_string(config_.timeout.count()) + " ms while waiting for it " + what);
       }
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
@@ -129,6 +171,10 @@ class StoreCoordinator : public engine::SaveCoordinator {
   io::IoBackend* io_ = nullptr;
   std::optional<io::Commit> commit_;
   io::StagingLayout layout_;
+  std::thread heartbeat_;
+  std::mutex heartbeat_mutex_;
+  std::condition_variable heartbeat_wake_;
+  bool heartbeat_stop_ = false;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // StoreCoordinator: the distributed commit over a key-value store (c10d's Store in production,
-// any KeyValueStore in tests). Keys live under a per-save prefix, so saves never mix, and waits
-// poll with a deadline, so a dead rank turns into a timeout error instead of a hang.
+// any KeyValueStore in tests). Keys live under a per-save prefix, so saves never mix. Each rank
+// publishes a heartbeat while it takes part; a wait for another rank fails once that rank has been
+// silent for the timeout, so a dead rank turns into an error naming it instead of a hang.
 //
 // Protocol (every rank runs it on an engine worker; rank 0 runs io::Commit):
 //   1. rank 0: Commit::begin, then set <p>/layout (where every output is staged);

@@ -220,9 +220,7 @@ TEST(DistProtocolFailure, ASilentRankMakesTheOthersTimeOut) {
       std::rethrow_exception(results[r].error);
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::unavailable);
-      EXPECT_TRUE(std::string(e.what()).find("timed out") != std::string::npos ||
-                  std::string(e.what()).find("rank 0:") != std::string::npos)
-          << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank 2 stopped responding"), std::string::npos) << e.what();
     }
   }
   EXPECT_FALSE(fs::exists(tmp.path() / "dist" / "model.safetensors"));
