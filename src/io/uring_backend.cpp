@@ -3,8 +3,9 @@
 //
 // Threads. The kernel cancels (ECANCELED) the io_uring requests a thread submitted, if they are
 // still queued on its io-wq workers, when that thread exits. Callers' threads come and go (a
-// thread pool shrinks, a test thread ends), so they never submit: write() reserves a slot on the
-// ring (waiting for room) and hands the op to the backend's own submitter thread. The reaper
+// thread pool shrinks, a test thread ends), so they never submit: write() takes a slot on the
+// ring, or a place in the backlog when the ring is full (it never waits), and hands the op to the
+// backend's own submitter thread. The reaper
 // thread consumes completions, resubmits the rest of short writes itself, and runs callbacks.
 // Both live as long as the backend.
 //
@@ -104,7 +105,6 @@ class UringBackend final : public detail::BlockingBackend {
   unsigned depth_;
   std::mutex sq_mutex_;
   mutable std::mutex mutex_;
-  std::condition_variable room_cv_;    // in_flight_ went down
   std::condition_variable idle_cv_;    // pending_ reached 0
   std::condition_variable submit_cv_;  // to_submit_ got an op, or stopping_
   unsigned in_flight_ = 0;             // slots taken: ops queued for the submitter or on the ring
@@ -278,13 +278,12 @@ void UringBackend::write(FileHandle file, std::uint64_t offset, const std::byte*
     op->buffer_index = find_region_locked(buffer, length);
     if (op->buffer_index >= 0) ++stats_.registered_buffer_writes;
   }
-  if (on_backend_thread()) {
-    if (in_flight_ >= depth_ || !backlog_.empty()) {
-      backlog_.push_back(op.release());
-      return;
-    }
-  } else {
-    room_cv_.wait(lock, [this] { return in_flight_ < depth_; });
+  // Never block the caller: the engine calls write() from the staging workers right after each
+  // copy, and waiting here for room in the ring would slow copying down to the disk's speed. Ops
+  // beyond the queue depth wait in the backlog (bounded by the caller's buffers, e.g. the pool).
+  if (in_flight_ >= depth_ || !backlog_.empty()) {
+    backlog_.push_back(op.release());
+    return;
   }
   ++in_flight_;
   to_submit_.push_back(op.release());
@@ -460,7 +459,6 @@ void UringBackend::complete(std::unique_ptr<WriteOp> op) noexcept {
     }
   }
   if (handed_on) submit_cv_.notify_one();
-  room_cv_.notify_one();
   finish(std::move(op));
 }
 

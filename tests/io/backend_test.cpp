@@ -174,7 +174,7 @@ class BackendTest : public ::testing::TestWithParam<Kind> {
       return;
     }
     try {
-      // A small ring, so that tests also exercise writers waiting for room.
+      // A small ring, so that tests also exercise writes waiting in the backlog.
       backend_ = make_uring_backend(8);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::unavailable) throw;
