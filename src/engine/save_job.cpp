@@ -149,7 +149,12 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     operation_done();
     return;
   }
-  if (all_staged) staged_promise_.set_value();
+  if (all_staged) {
+    // Every byte has been copied out: stop keeping the caller's tensors alive (a save of fresh
+    // copies would otherwise hold them for as long as anyone holds the handle).
+    for (auto& tensor : plan_.tensors) tensor.keepalive.reset();
+    staged_promise_.set_value();
+  }
   std::size_t length = chunk.length;
   if (env_.direct_io) {
     const std::size_t padded = round_up(length, env_.io->direct_alignment());

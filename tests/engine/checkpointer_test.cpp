@@ -139,6 +139,22 @@ TEST(Checkpointer, StagedMeansTheWeightsMayChange) {
   EXPECT_EQ(progress.bytes_written, progress.bytes_total);
 }
 
+TEST(Checkpointer, TensorsAreReleasedOnceStaged) {
+  TempDir tmp;
+  Checkpointer ckpt(small_options());
+  SaveHandle handle;
+  std::weak_ptr<const void> watch;
+  {
+    SyntheticStateDict sd(4, 2, 1000);
+    watch = sd.tensors[0].keepalive;
+    handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
+  }  // the caller dropped its tensors: only the save holds them now
+  handle.staged().get();
+  EXPECT_TRUE(watch.expired());
+  handle.committed().get();
+  EXPECT_EQ(checkpoint_generation(tmp.path() / "c", 2), 4);
+}
+
 TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
   TempDir tmp;
   // One buffer and writes that each take 100 ms: staging the 3 chunks must wait for two writes,
