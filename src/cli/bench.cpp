@@ -81,6 +81,9 @@ Options:
   --pinned-budget SIZE   quicksave's staging memory (default: the state dict's size, so staging
                          never waits for the disk); the rest of the engine's settings come from
                          the QUICKSAVE_* environment variables
+  --ranks N              instead: a distributed save (replicated layout) by 1, 2, 4, ... N
+                         processes on this machine, aggregate GB/s against one process in the same
+                         run (runs quicksave-dist-bench, built with LibTorch's c10d)
   --python               also time the Python peers
   --python-exe PATH      the interpreter for them (default: the project's .venv/bin/python when
                          present, else /usr/bin/python3)
@@ -602,8 +605,21 @@ int run_bench(std::span<const std::string> argv) {
     return kExitOk;
   }
   const Args args(argv, {"json", "python", "no-drop-caches"},
-                  {"size", "repeat", "layout", "dtype", "dir", "pinned-budget", "python-exe"});
+                  {"size", "repeat", "layout", "dtype", "dir", "pinned-budget", "python-exe", "ranks"});
   if (!args.positional().empty()) throw UsageError("unexpected argument " + args.positional().front());
+  if (const auto ranks = args.value("ranks")) {
+    if (parse_count(*ranks, "ranks") == 0) throw UsageError("--ranks must be at least 1");
+    std::error_code ec;
+    const fs::path tool = fs::read_symlink("/proc/self/exe", ec).parent_path() / "quicksave-dist-bench";
+    std::vector<std::string> command{tool.string(), "--ranks", *ranks, "--size", args.value("size").value_or("4GB")};
+    if (const auto dir = args.value("dir")) command.insert(command.end(), {"--dir", *dir});
+    if (args.flag("json")) command.push_back("--json");
+    std::vector<char*> cargv;
+    for (auto& c : command) cargv.push_back(c.data());
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    throw Error(ErrorCode::unavailable, "cannot run " + tool.string() + " (built only with LibTorch): " + std::strerror(errno));
+  }
   Bench bench;
   bench.size = parse_byte_size(args.value("size").value_or("4GB"), "size");
   bench.repeat = args.value("repeat") ? parse_count(*args.value("repeat"), "repeat") : 1;
