@@ -613,6 +613,7 @@ int run_bench(std::span<const std::string> argv) {
     const fs::path tool = fs::read_symlink("/proc/self/exe", ec).parent_path() / "quicksave-dist-bench";
     std::vector<std::string> command{tool.string(), "--ranks", *ranks, "--size", args.value("size").value_or("4GB")};
     if (const auto dir = args.value("dir")) command.insert(command.end(), {"--dir", *dir});
+    if (const auto repeat = args.value("repeat")) command.insert(command.end(), {"--repeat", *repeat});
     if (args.flag("json")) command.push_back("--json");
     std::vector<char*> cargv;
     for (auto& c : command) cargv.push_back(c.data());

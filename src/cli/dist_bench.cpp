@@ -3,7 +3,7 @@
 // state dict and writes its share of the shards), for 1, 2, 4, ... N processes, against the
 // single-process figure of the same run.
 //
-// Parent mode:  quicksave-dist-bench --ranks N --size S [--dir D] [--json]
+// Parent mode:  quicksave-dist-bench --ranks N --size S [--repeat R] [--dir D] [--json]
 // Rank mode:    quicksave-dist-bench --rank R --world W --port P --size S --dir D
 //   Each rank builds the same synthetic state dict, joins a TCPStore on 127.0.0.1, waits for the
 //   others (store barrier, outside the timing), then times save_async → committed, and prints one
@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -121,32 +122,52 @@ std::pair<double, std::uint64_t> run_world(int world, const std::string& size, c
 
 int run_parent(const std::map<std::string, std::string>& args) {
   const int max_ranks = std::stoi(args.at("ranks"));
+  const int repeat = args.count("repeat") ? std::stoi(args.at("repeat")) : 1;
   const std::string size = args.count("size") ? args.at("size") : "4GB";
   const fs::path base = args.count("dir") ? fs::path(args.at("dir")) : fs::temp_directory_path();
   const fs::path work = fs::absolute(base / ("quicksave-dist-bench-" + std::to_string(::getpid())));
-  nlohmann::json rows = nlohmann::json::array();
-  double single = 0;
-  for (int world = 1; world <= max_ranks; world *= 2) {
-    std::error_code ec;
-    fs::remove_all(work, ec);
-    fs::create_directories(work);
-    ::sync();  // outside the timing: earlier runs' dirty pages do not slow this one
-    const auto [durable, bytes] = run_world(world, size, work / "ckpt");
-    const double gbps = static_cast<double>(bytes) / durable / 1e9;
-    if (world == 1) single = gbps;
-    rows.push_back({{"ranks", world}, {"durable_s", durable}, {"bytes", bytes}, {"aggregate_gbps", gbps}, {"vs_one_rank", gbps / single}});
+  std::vector<int> worlds;
+  for (int world = 1; world <= max_ranks; world *= 2) worlds.push_back(world);
+  std::map<int, std::vector<double>> durable_of;
+  std::map<int, std::uint64_t> bytes_of;
+  for (int r = 0; r < repeat; ++r) {
+    for (const int world : worlds) {  // interleaved, so slow phases of the disk hit every world size
+      std::error_code ec;
+      fs::remove_all(work, ec);
+      fs::create_directories(work);
+      ::sync();  // outside the timing: earlier runs' dirty pages do not slow this one
+      const auto [durable, bytes] = run_world(world, size, work / "ckpt");
+      durable_of[world].push_back(durable);
+      bytes_of[world] = bytes;
+    }
   }
   std::error_code ec;
   fs::remove_all(work, ec);
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  nlohmann::json rows = nlohmann::json::array();
+  const double single = static_cast<double>(bytes_of[1]) / median(durable_of[1]) / 1e9;
+  for (const int world : worlds) {
+    const auto& d = durable_of[world];
+    const double gbps = static_cast<double>(bytes_of[world]) / median(d) / 1e9;
+    rows.push_back({{"ranks", world}, {"durable_s", median(d)}, {"durable_min_s", *std::min_element(d.begin(), d.end())},
+                    {"durable_max_s", *std::max_element(d.begin(), d.end())}, {"bytes", bytes_of[world]}, {"aggregate_gbps", gbps},
+                    {"vs_one_rank", gbps / single}});
+  }
   if (args.count("json")) {
-    std::printf("%s\n", nlohmann::json{{"layout", "replicated"}, {"size", size}, {"runs", rows}}.dump(2).c_str());
+    std::printf("%s\n", nlohmann::json{{"layout", "replicated"}, {"size", size}, {"repeat", repeat}, {"runs", rows}}.dump(2).c_str());
     return 0;
   }
-  std::printf("quicksave bench --ranks %d: replicated layout, %s state dict, one machine (%u cpus)\n\n", max_ranks, size.c_str(),
-              std::thread::hardware_concurrency());
-  std::printf("%6s %12s %14s %12s\n", "ranks", "durable (s)", "aggregate GB/s", "vs 1 rank");
+  std::printf("quicksave bench --ranks %d: replicated layout, %s state dict, one machine (%u cpus), %d %s\n\n", max_ranks, size.c_str(),
+              std::thread::hardware_concurrency(), repeat, repeat == 1 ? "run" : "runs each, median (min-max)");
+  std::printf("%6s %24s %16s %10s\n", "ranks", "durable (s)", "aggregate GB/s", "vs 1 rank");
   for (const auto& row : rows) {
-    std::printf("%6d %12.3f %14.3f %11.2fx\n", row["ranks"].get<int>(), row["durable_s"].get<double>(), row["aggregate_gbps"].get<double>(),
+    char durable[64];
+    std::snprintf(durable, sizeof durable, "%.2f (%.2f-%.2f)", row["durable_s"].get<double>(), row["durable_min_s"].get<double>(),
+                  row["durable_max_s"].get<double>());
+    std::printf("%6d %24s %16.3f %9.2fx\n", row["ranks"].get<int>(), durable, row["aggregate_gbps"].get<double>(),
                 row["vs_one_rank"].get<double>());
   }
   return 0;
@@ -159,7 +180,7 @@ int main(int argc, char** argv) {
     const auto args = parse(argc, argv);
     if (args.count("rank")) return run_rank(args);
     if (!args.count("ranks")) {
-      std::fprintf(stderr, "usage: quicksave-dist-bench --ranks N [--size S] [--dir D] [--json]\n");
+      std::fprintf(stderr, "usage: quicksave-dist-bench --ranks N [--size S] [--repeat R] [--dir D] [--json]\n");
       return 2;
     }
     return run_parent(args);
