@@ -1,10 +1,5 @@
-// Finding a checkpoint's files and the leftovers of interrupted saves (read-only).
-//
-// The leftover names mirror io/commit.cpp's protocol: every temporary carries the tag
-// ".qs-<pid>-<hex>"; in-place saves put "<tag>.<name>" temporaries, "<tag>.old.<name>" backups
-// and a "<tag>.journal" inside the folder, directory-mode saves a staging directory
-// ".<folder>.qs-<pid>-<hex>.tmp" beside it. Recovery (io::recover) is the only code that acts
-// on them; this file only reports.
+// Finding a checkpoint's files, and describing the leftovers of interrupted saves that
+// io::find_leftovers reports (read-only: recovery, io::recover, is the only code that acts).
 #include "cli/checkpoint_files.hpp"
 
 #include <signal.h>
@@ -27,41 +22,14 @@ constexpr std::string_view kSafetensors = ".safetensors";
 
 bool ends_with(std::string_view s, std::string_view suffix) { return s.size() >= suffix.size() && s.ends_with(suffix); }
 
-// The pid after ".qs-" in `name`, or -1 when `name` has no well-formed tag.
-long tag_pid(std::string_view name) {
-  const auto at = name.find(kTag);
-  if (at == std::string_view::npos) return -1;
-  std::size_t i = at + kTag.size();
-  long pid = 0;
-  const std::size_t digits_start = i;
-  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])) && i - digits_start < 10) pid = pid * 10 + (name[i++] - '0');
-  return (i > digits_start && i < name.size() && name[i] == '-') ? pid : -1;
-}
-
-// The tag ".qs-<pid>-<hex>" inside `name` (up to the next '.'), or empty.
-std::string tag_of(std::string_view name) {
-  const auto at = name.find(kTag);
-  if (at == std::string_view::npos || tag_pid(name) < 0) return {};
-  const auto end = name.find('.', at + 1);
-  return std::string(name.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at));
-}
-
-bool alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
-
-// A journal's state from its last lines: "end\t<n>" makes it complete, a following "committed"
-// line marks the commit point (io/commit.cpp, steps B.2 and B.6).
-std::string journal_detail(const fs::path& path) {
-  std::ifstream in(path);
-  std::string line;
-  bool complete = false;
-  bool committed = false;
-  while (std::getline(in, line)) {
-    if (line.rfind("end\t", 0) == 0) complete = true;
-    if (line == "committed" && complete) committed = true;
+std::string journal_detail(io::Leftover::JournalState state) {
+  switch (state) {
+    case io::Leftover::JournalState::committed:
+      return "the new files were published; recovery finishes the clean-up (rolls forward)";
+    case io::Leftover::JournalState::uncommitted:
+      return "the switch-over was not committed; recovery restores the previous files (rolls back)";
+    default: return "the journal is incomplete: the switch-over never started; recovery removes it";
   }
-  if (committed) return "the new files were published; recovery finishes the clean-up (rolls forward)";
-  if (complete) return "the switch-over was not committed; recovery restores the previous files (rolls back)";
-  return "the journal is incomplete: the switch-over never started; recovery removes it";
 }
 
 }  // namespace
@@ -136,36 +104,6 @@ CheckpointLocation locate_checkpoint(const fs::path& path) {
                                         " (no model.safetensors, no *.safetensors.index.json)");
 }
 
-std::vector<Leftover> find_leftovers(const fs::path& target_in) {
-  std::vector<Leftover> found;
-  std::error_code ec;
-  const fs::path target = fs::absolute(target_in, ec).lexically_normal();
-  fs::path folder = target;
-  if (!folder.has_filename()) folder = folder.parent_path();  // "dir/" normalises to a trailing separator
-  const auto add = [&](const fs::path& path, std::string kind) {
-    const std::string name = path.filename().string();
-    Leftover l{.path = path, .kind = std::move(kind), .tag = tag_of(name), .pid = tag_pid(name)};
-    l.process_alive = alive(l.pid);
-    found.push_back(std::move(l));
-  };
-  const std::string staging_prefix = "." + folder.filename().string() + std::string(kTag);
-  for (const auto& entry : fs::directory_iterator(folder.parent_path(), ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(staging_prefix, 0) == 0 && ends_with(name, ".tmp")) add(entry.path(), "staging directory");
-  }
-  if (fs::is_directory(folder, ec)) {
-    for (const auto& entry : fs::directory_iterator(folder, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind(kTag, 0) != 0 || tag_pid(name) < 0) continue;
-      add(entry.path(), ends_with(name, ".journal") ? "journal" : name.find(".old.") != std::string::npos ? "backup" : "temporary");
-    }
-  }
-  std::sort(found.begin(), found.end(), [](const Leftover& a, const Leftover& b) {
-    return std::tie(a.tag, a.path) < std::tie(b.tag, b.path);
-  });
-  return found;
-}
-
 std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& leftovers) {
   std::vector<SaveLeftovers> out;
   for (std::size_t i = 0; i < leftovers.size();) {
@@ -175,8 +113,8 @@ std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& lefto
     std::map<std::string, std::vector<std::string>> by_kind;
     const Leftover* journal = nullptr;
     for (std::size_t k = i; k < j; ++k) {
-      by_kind[leftovers[k].kind].push_back(leftovers[k].path.filename().string());
-      if (leftovers[k].kind == "journal") journal = &leftovers[k];
+      by_kind[io::to_string(leftovers[k].kind)].push_back(leftovers[k].path.filename().string());
+      if (leftovers[k].kind == io::Leftover::Kind::journal) journal = &leftovers[k];
     }
     std::string what;
     for (const auto& [kind, names] : by_kind) {
@@ -189,7 +127,7 @@ std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& lefto
     if (first.process_alive) {
       consequence = "a save is in progress";
     } else if (journal != nullptr) {
-      consequence = journal_detail(journal->path);
+      consequence = journal_detail(journal->journal);
     } else if (by_kind.contains("backup")) {
       consequence = "backups without their journal; recovery leaves them for you to inspect";
     } else if (by_kind.contains("staging directory")) {

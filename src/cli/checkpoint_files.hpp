@@ -2,6 +2,8 @@
 // folder. Also finds what an interrupted save left behind, without changing anything.
 #pragma once
 
+#include "io/commit.hpp"
+
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -27,19 +29,10 @@ CheckpointLocation locate_checkpoint(const fs::path& path);
 // "model{suffix}.safetensors" for "model.safetensors.index.json" (and X for X.safetensors.index.json).
 std::string pattern_of_index(const std::string& index_name);
 
-// One file or folder left by a save that has not finished: in-place temporaries, backups and
-// journals inside the checkpoint folder (".qs-<pid>-<hex>..."), staging directories beside it
-// (".<name>.qs-<pid>-<hex>.tmp").
-struct Leftover {
-  fs::path path;
-  std::string kind;        // "journal", "temporary", "backup", "staging directory"
-  std::string tag;         // ".qs-<pid>-<hex>": the save it belongs to
-  long pid = -1;           // the process that made it
-  bool process_alive = false;
-};
-// Leftovers concerning the checkpoint folder `target` (which may not exist: a first save that
-// crashed leaves only its staging directory), sorted by save then name.
-std::vector<Leftover> find_leftovers(const fs::path& target);
+// Leftovers of interrupted saves come from the commit protocol itself (io::find_leftovers),
+// so the tool never has its own idea of temporary names or journal lines.
+using Leftover = io::Leftover;
+inline std::vector<Leftover> find_leftovers(const fs::path& target) { return io::find_leftovers(target); }
 
 // One line per save that left something, e.g. "interrupted save .qs-12-ab (process 12, no
 // longer running): 5 temporaries (.qs-12-ab.model-00001-of-00005.safetensors, ...): <what

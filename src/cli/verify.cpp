@@ -270,7 +270,7 @@ nlohmann::json to_json(const VerifyReport& r) {
   }
   nlohmann::json leftovers = nlohmann::json::array();
   for (const auto& l : r.leftovers) {
-    leftovers.push_back({{"path", l.path.string()}, {"kind", l.kind}, {"pid", l.pid}, {"process_alive", l.process_alive},
+    leftovers.push_back({{"path", l.path.string()}, {"kind", io::to_string(l.kind)}, {"pid", l.pid}, {"process_alive", l.process_alive},
                          {"tag", l.tag}});
   }
   return {{"path", r.path.string()}, {"valid", r.valid()}, {"kind", r.kind},

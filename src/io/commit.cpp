@@ -42,6 +42,7 @@
 #include <random>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include "quicksave/error.hpp"
 #include "quicksave/index.hpp"
@@ -194,6 +195,13 @@ void roll_back(IoBackend& io, const fs::path& target, const std::string& tag, co
 
 std::string parent_staging_prefix(const fs::path& target) { return "." + target.filename().string() + kTagPrefix.data(); }
 
+// Absolute, normalised, without a trailing separator ("ckpt/" and "ckpt" are the same folder).
+fs::path normalized_target(const fs::path& target) {
+  fs::path p = fs::absolute(target).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  return p;
+}
+
 }  // namespace
 
 const char* to_string(CommitMode mode) {
@@ -251,7 +259,7 @@ Commit::~Commit() { abort(); }
 Commit Commit::begin(IoBackend& io, const fs::path& target_in, const std::string& pattern, std::vector<std::string> outputs,
                      bool is_main_process) {
   for (const auto& name : outputs) check_name(name);
-  const fs::path target = fs::absolute(target_in).lexically_normal();
+  const fs::path target = normalized_target(target_in);
   if (target.filename().empty()) throw Error(ErrorCode::invalid_argument, "cannot save into " + target.string());
   std::error_code ec;
   const auto status = fs::status(target, ec);
@@ -415,63 +423,88 @@ void Commit::abort() noexcept {
   }
 }
 
+const char* to_string(Leftover::Kind kind) {
+  switch (kind) {
+    case Leftover::Kind::staging_directory: return "staging directory";
+    case Leftover::Kind::journal: return "journal";
+    case Leftover::Kind::temporary: return "temporary";
+    case Leftover::Kind::backup: return "backup";
+  }
+  return "unknown";
+}
+
+std::vector<Leftover> find_leftovers(const fs::path& target_in) {
+  std::vector<Leftover> found;
+  std::error_code ec;
+  const fs::path target = normalized_target(target_in);
+  const auto add = [&](const fs::path& path, Leftover::Kind kind, std::string_view tagged_name) {
+    Leftover l{.path = path, .kind = kind, .tag = tag_of(tagged_name), .pid = tag_pid(tagged_name)};
+    l.process_alive = process_alive(l.pid);
+    if (kind == Leftover::Kind::journal) {
+      const Journal j = read_journal(path);
+      l.journal = j.committed ? Leftover::JournalState::committed
+                  : j.complete ? Leftover::JournalState::uncommitted
+                               : Leftover::JournalState::incomplete;
+    }
+    found.push_back(std::move(l));
+  };
+  // Staging directories of directory-mode saves, beside the target.
+  const std::string staging_prefix = parent_staging_prefix(target);
+  for (const auto& entry : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(staging_prefix, 0) == 0 && name.ends_with(".tmp")) {
+      add(entry.path(), Leftover::Kind::staging_directory, std::string_view(name).substr(staging_prefix.size() - kTagPrefix.size()));
+    }
+  }
+  // In-place temporaries, backups and journals, inside it.
+  if (fs::is_directory(target, ec)) {
+    for (const auto& entry : fs::directory_iterator(target, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(kTagPrefix, 0) != 0 || tag_pid(name) < 0) continue;
+      const auto kind = name.ends_with(".journal")                ? Leftover::Kind::journal
+                        : name.find(".old.") != std::string::npos ? Leftover::Kind::backup
+                                                                  : Leftover::Kind::temporary;
+      add(entry.path(), kind, name);
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const Leftover& a, const Leftover& b) { return std::tie(a.tag, a.path) < std::tie(b.tag, b.path); });
+  return found;
+}
+
 RecoveryReport recover(IoBackend& io, const fs::path& target_in) {
   RecoveryReport report;
-  const fs::path target = fs::absolute(target_in).lexically_normal();
-  std::error_code ec;
-  // Staging siblings of crashed directory-mode saves.
-  const fs::path parent = target.parent_path();
-  const std::string staging_prefix = parent_staging_prefix(target);
-  if (fs::is_directory(parent, ec)) {
-    for (const auto& entry : fs::directory_iterator(parent, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind(staging_prefix, 0) != 0 || !name.ends_with(".tmp")) continue;
-      const long pid = tag_pid(name.substr(staging_prefix.size() - kTagPrefix.size()));
-      if (process_alive(pid)) continue;
-      io.remove_all(entry.path());
+  const fs::path target = normalized_target(target_in);
+  const std::vector<Leftover> leftovers = find_leftovers(target);
+  // Journals first: they say what the temporaries and backups are for.
+  for (const Leftover& l : leftovers) {
+    if (l.process_alive) continue;  // a save still running: never touch it
+    const std::string name = l.path.filename().string();
+    if (l.kind == Leftover::Kind::staging_directory) {
+      io.remove_all(l.path);
       report.actions.push_back("removed staging directory " + name);
+    } else if (l.kind == Leftover::Kind::journal) {
+      const Journal journal = read_journal(l.path);
+      if (l.journal == Leftover::JournalState::committed) {
+        finish_committed(io, target, l.tag, journal, l.path, nullptr, nullptr);
+        report.actions.push_back("rolled forward the interrupted switch-over " + name);
+      } else if (l.journal == Leftover::JournalState::uncommitted) {
+        roll_back(io, target, l.tag, journal, l.path);
+        report.actions.push_back("rolled back the interrupted switch-over " + name);
+      } else {
+        io.remove(l.path);  // torn journal: the switch never started
+        report.actions.push_back("removed incomplete journal " + name);
+      }
     }
   }
-  if (!fs::is_directory(target, ec)) return report;
-
-  // Journals first: they say what the temporaries are for.
-  std::vector<std::string> handled_tags;
-  std::vector<fs::path> journals;
-  for (const auto& entry : fs::directory_iterator(target)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(kTagPrefix, 0) == 0 && name.ends_with(".journal") && !process_alive(tag_pid(name))) {
-      journals.push_back(entry.path());
-    }
+  // Temporaries of dead processes without a journal: the switch never started. A backup without
+  // its journal cannot exist (the journal is removed last); it stays visible to the user.
+  for (const Leftover& l : leftovers) {
+    if (l.process_alive || l.kind != Leftover::Kind::temporary) continue;
+    if (!exists_no_follow(l.path)) continue;  // a roll-back above already removed it
+    io.remove(l.path);
+    report.actions.push_back("removed temporary " + l.path.filename().string());
   }
-  for (const auto& path : journals) {
-    const std::string name = path.filename().string();
-    const std::string tag = name.substr(0, name.size() - std::string(".journal").size());
-    const Journal journal = read_journal(path);
-    if (journal.committed) {
-      finish_committed(io, target, tag, journal, path, nullptr, nullptr);
-      report.actions.push_back("rolled forward the interrupted switch-over " + name);
-    } else if (journal.complete) {
-      roll_back(io, target, tag, journal, path);
-      report.actions.push_back("rolled back the interrupted switch-over " + name);
-    } else {
-      io.remove(path);  // torn journal: the switch never started
-      report.actions.push_back("removed incomplete journal " + name);
-    }
-    handled_tags.push_back(tag);
-  }
-  // Temporaries and backups of dead processes without a journal: the switch never started.
-  for (const auto& entry : fs::directory_iterator(target)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(kTagPrefix, 0) != 0 || process_alive(tag_pid(name))) continue;
-    if (name.find(".old.") != std::string::npos && std::find(handled_tags.begin(), handled_tags.end(), tag_of(name)) == handled_tags.end()) {
-      // A backup without its journal cannot exist (the journal is removed last); keep it visible
-      // to the user rather than guess.
-      continue;
-    }
-    io.remove(entry.path());
-    report.actions.push_back("removed temporary " + name);
-  }
-  if (report.changed()) io.sync_directory(target);
+  if (report.changed() && fs::is_directory(target)) io.sync_directory(target);
   return report;
 }
 

@@ -40,6 +40,23 @@ struct StagingLayout {
   static StagingLayout parse(const std::string& text);
 };
 
+// Something an unfinished save left behind (read-only view; recover() is what acts on them).
+struct Leftover {
+  enum class Kind { staging_directory, journal, temporary, backup };
+  enum class JournalState { not_a_journal, incomplete, uncommitted, committed };
+  fs::path path;
+  Kind kind = Kind::temporary;
+  std::string tag;  // ".qs-<pid>-<hex>": the save it belongs to
+  long pid = -1;    // the process that made it
+  bool process_alive = false;
+  JournalState journal = JournalState::not_a_journal;
+};
+const char* to_string(Leftover::Kind kind);
+
+// The leftovers concerning the checkpoint folder `target` (which may not exist: a first save that
+// crashed leaves only its staging directory beside it), sorted by save, then path.
+std::vector<Leftover> find_leftovers(const fs::path& target);
+
 struct RecoveryReport {
   std::vector<std::string> actions;  // one line per thing done, e.g. "rolled forward journal .qs-12-ab.journal"
   bool changed() const { return !actions.empty(); }

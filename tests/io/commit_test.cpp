@@ -51,6 +51,16 @@ TEST(Commit, FreshDirectoryIsCreatedAtomically) {
   EXPECT_FALSE(has_leftovers(dir));
 }
 
+TEST(Commit, TrailingSeparatorNamesTheSameFolder) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "ckpt";
+  save_state_dict(SyntheticStateDict(1, 2, 100).tensors, dir.string() + "/");
+  save_state_dict(SyntheticStateDict(2, 2, 100).tensors, dir.string() + "/");
+  EXPECT_EQ(checkpoint_generation(dir, 2), 2);
+  EXPECT_FALSE(has_leftovers(dir));
+  EXPECT_TRUE(io::find_leftovers(dir.string() + "/").empty());
+}
+
 TEST(Commit, CheckpointOnlyDirectoryIsExchanged) {
   TempDir tmp;
   const fs::path dir = tmp.path() / "ckpt";
