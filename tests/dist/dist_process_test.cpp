@@ -50,10 +50,7 @@ int wait_exit(pid_t pid) {
   return WEXITSTATUS(status);
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::read_file;
 
 // Runs `world` ranks; returns their exit codes.
 std::vector<int> run_world(int world, const std::string& layout, const fs::path& dir, std::vector<std::string> extra = {}) {

@@ -23,10 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::read_file;
 
 // Rank r holds tensors "r<r>.<i>", of varied sizes and dtypes.
 std::vector<TensorRef> rank_tensors(int rank, int count, std::vector<std::shared_ptr<std::vector<unsigned char>>>& keep) {

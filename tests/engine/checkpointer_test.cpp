@@ -22,10 +22,7 @@ using testing::has_leftovers;
 using testing::SyntheticStateDict;
 using testing::TempDir;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::read_file;
 
 // Every file of `a` equals the same file of `b`, byte for byte; returns the number of files.
 int expect_same_files(const fs::path& a, const fs::path& b) {

@@ -28,98 +28,20 @@
 #include <vector>
 
 #include "io/backend.hpp"
+#include "test_support.hpp"
 #include "quicksave/error.hpp"
 
 namespace quicksave::io {
 namespace {
 
-// A fresh directory per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("quicksave-io-test-" + std::to_string(rd()) + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<std::byte> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot read " << path;
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  for (std::size_t i = 0; i < chars.size(); ++i) bytes[i] = static_cast<std::byte>(chars[i]);
-  return bytes;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-// Bytes that differ between seeds and positions, so a misplaced or missing write shows.
-std::vector<std::byte> pattern(std::uint64_t seed, std::size_t n) {
-  std::vector<std::byte> out(n);
-  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    out[i] = static_cast<std::byte>((x * 0x2545F4914F6CDD1Dull) >> 56);
-  }
-  return out;
-}
-
-// "" when equal, else where they first differ.
-std::string first_difference(const std::vector<std::byte>& actual, const std::vector<std::byte>& expected) {
-  if (actual.size() != expected.size()) {
-    return "size " + std::to_string(actual.size()) + " != expected " + std::to_string(expected.size());
-  }
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    if (actual[i] != expected[i]) return "first difference at byte " + std::to_string(i);
-  }
-  return "";
-}
-
-Error error_of(std::exception_ptr error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "not a quicksave::Error: " << e.what();
-  }
-  return Error(ErrorCode::internal, "not a quicksave::Error");
-}
-
-// Runs `call`, which must throw a quicksave::Error, and returns it.
-template <typename F>
-Error thrown_by(F&& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw something else: " << e.what();
-    return Error(ErrorCode::internal, "");
-  }
-  ADD_FAILURE() << "did not throw";
-  return Error(ErrorCode::internal, "");
-}
+using testing::read_file;
+using testing::TempDir;
+using testing::write_file;
+using testing::error_of;
+using testing::first_difference;
+using testing::pattern;
+using testing::read_bytes;
+using testing::thrown_by;
 
 // Queues one write and waits for its completion; returns the error (nullptr on success).
 // Moves the error out of the completion thread: a copy left behind there would drop the last
@@ -186,7 +108,7 @@ class BackendTest : public ::testing::TestWithParam<Kind> {
   std::string write_call() const { return GetParam() == Kind::posix ? "pwrite" : "io_uring write"; }
 
   std::unique_ptr<IoBackend> backend_;
-  ScratchDir dir_;
+  TempDir dir_;
 };
 
 TEST_P(BackendTest, NameSaysWhichBackend) {
@@ -317,7 +239,7 @@ TEST_P(BackendTest, ZeroLengthWriteCompletes) {
 
 TEST_P(BackendTest, CreateTruncatesAnExistingFile) {
   const fs::path path = dir_ / "old.bin";
-  write_text(path, std::string(5000, 'x'));
+  write_file(path, std::string(5000, 'x'));
   const FileHandle file = backend_->create(path, {});
   const auto bytes = pattern(3, 10);
   EXPECT_EQ(write_and_wait(*backend_, file, 0, bytes.data(), bytes.size()), nullptr);
@@ -478,7 +400,7 @@ TEST_P(BackendTest, CreateErrorsNameTheFile) {
   EXPECT_EQ(e.errno_value(), ENOENT);
   EXPECT_EQ(std::string(e.what()), "open: No such file or directory (file=" + missing.string() + ")");
 
-  write_text(dir_ / "plain", "x");
+  write_file(dir_ / "plain", "x");
   e = thrown_by([&] { backend_->create(dir_ / "plain" / "child", {}); });
   EXPECT_EQ(e.code(), ErrorCode::io);
   EXPECT_EQ(e.errno_value(), ENOTDIR);
@@ -517,15 +439,15 @@ TEST_P(BackendTest, HandlesAreNotReused) {
 }
 
 TEST_P(BackendTest, RenameMovesAndReportsErrors) {
-  write_text(dir_ / "from", "payload");
+  write_file(dir_ / "from", "payload");
   backend_->rename(dir_ / "from", dir_ / "to");
   EXPECT_FALSE(fs::exists(dir_ / "from"));
-  EXPECT_EQ(read_text(dir_ / "to"), "payload");
+  EXPECT_EQ(read_file(dir_ / "to"), "payload");
 
   // Over an existing file: replaced atomically.
-  write_text(dir_ / "newer", "newer");
+  write_file(dir_ / "newer", "newer");
   backend_->rename(dir_ / "newer", dir_ / "to");
-  EXPECT_EQ(read_text(dir_ / "to"), "newer");
+  EXPECT_EQ(read_file(dir_ / "to"), "newer");
 
   const Error e = thrown_by([&] { backend_->rename(dir_ / "absent", dir_ / "x"); });
   EXPECT_EQ(e.code(), ErrorCode::not_found);
@@ -537,8 +459,8 @@ TEST_P(BackendTest, RenameMovesAndReportsErrors) {
 TEST_P(BackendTest, ExchangeSwapsOrSaysUnavailable) {
   backend_->make_directory(dir_ / "a");
   backend_->make_directory(dir_ / "b");
-  write_text(dir_ / "a" / "model.safetensors", "old");
-  write_text(dir_ / "b" / "model.safetensors", "new");
+  write_file(dir_ / "a" / "model.safetensors", "old");
+  write_file(dir_ / "b" / "model.safetensors", "new");
   try {
     backend_->exchange(dir_ / "a", dir_ / "b");
   } catch (const Error& e) {
@@ -546,15 +468,15 @@ TEST_P(BackendTest, ExchangeSwapsOrSaysUnavailable) {
     EXPECT_NE(std::string(e.what()).find("renameat2"), std::string::npos) << e.what();
     GTEST_SKIP() << "RENAME_EXCHANGE unavailable here: " << e.what();
   }
-  EXPECT_EQ(read_text(dir_ / "a" / "model.safetensors"), "new");
-  EXPECT_EQ(read_text(dir_ / "b" / "model.safetensors"), "old");
+  EXPECT_EQ(read_file(dir_ / "a" / "model.safetensors"), "new");
+  EXPECT_EQ(read_file(dir_ / "b" / "model.safetensors"), "old");
 
   // Files swap too.
-  write_text(dir_ / "x", "x");
-  write_text(dir_ / "y", "y");
+  write_file(dir_ / "x", "x");
+  write_file(dir_ / "y", "y");
   backend_->exchange(dir_ / "x", dir_ / "y");
-  EXPECT_EQ(read_text(dir_ / "x"), "y");
-  EXPECT_EQ(read_text(dir_ / "y"), "x");
+  EXPECT_EQ(read_file(dir_ / "x"), "y");
+  EXPECT_EQ(read_file(dir_ / "y"), "x");
 
   // Both must exist.
   const Error e = thrown_by([&] { backend_->exchange(dir_ / "x", dir_ / "absent"); });
@@ -562,11 +484,11 @@ TEST_P(BackendTest, ExchangeSwapsOrSaysUnavailable) {
   EXPECT_EQ(e.errno_value(), ENOENT);
   EXPECT_EQ(std::string(e.what()), "renameat2: No such file or directory (a=" + (dir_ / "x").string() +
                                        ", b=" + (dir_ / "absent").string() + ")");
-  EXPECT_EQ(read_text(dir_ / "x"), "y");
+  EXPECT_EQ(read_file(dir_ / "x"), "y");
 }
 
 TEST_P(BackendTest, RemoveUnlinksOneFile) {
-  write_text(dir_ / "f", "x");
+  write_file(dir_ / "f", "x");
   backend_->remove(dir_ / "f");
   EXPECT_FALSE(fs::exists(dir_ / "f"));
 
@@ -585,12 +507,12 @@ TEST_P(BackendTest, RemoveUnlinksOneFile) {
 
 TEST_P(BackendTest, RemoveAllDeletesATree) {
   fs::create_directories(dir_ / "tree" / "a" / "b");
-  write_text(dir_ / "tree" / "top", "1");
-  write_text(dir_ / "tree" / "a" / "b" / "deep", "2");
-  write_text(dir_ / "keep", "3");
+  write_file(dir_ / "tree" / "top", "1");
+  write_file(dir_ / "tree" / "a" / "b" / "deep", "2");
+  write_file(dir_ / "keep", "3");
   backend_->remove_all(dir_ / "tree");
   EXPECT_FALSE(fs::exists(dir_ / "tree"));
-  EXPECT_EQ(read_text(dir_ / "keep"), "3");
+  EXPECT_EQ(read_file(dir_ / "keep"), "3");
   // Nothing there is nothing to do, as with std::filesystem::remove_all.
   backend_->remove_all(dir_ / "tree");
 }
@@ -621,7 +543,7 @@ TEST_P(BackendTest, SyncDirectory) {
   EXPECT_EQ(e.errno_value(), ENOENT);
   EXPECT_EQ(std::string(e.what()), "open: No such file or directory (dir=" + (dir_ / "missing").string() + ")");
 
-  write_text(dir_ / "file", "x");
+  write_file(dir_ / "file", "x");
   e = thrown_by([&] { backend_->sync_directory(dir_ / "file"); });
   EXPECT_EQ(e.code(), ErrorCode::io);
   EXPECT_EQ(e.errno_value(), ENOTDIR);
@@ -630,15 +552,15 @@ TEST_P(BackendTest, SyncDirectory) {
 TEST_P(BackendTest, WriteFileDurablyWritesExactlyTheContents) {
   const fs::path path = dir_ / "model.safetensors.index.json";
   backend_->write_file_durably(path, std::string(10000, 'a'));
-  EXPECT_EQ(read_text(path), std::string(10000, 'a'));
+  EXPECT_EQ(read_file(path), std::string(10000, 'a'));
   // A shorter rewrite leaves nothing of the longer one behind.
   backend_->write_file_durably(path, "{\"metadata\": {}}\n");
-  EXPECT_EQ(read_text(path), "{\"metadata\": {}}\n");
+  EXPECT_EQ(read_file(path), "{\"metadata\": {}}\n");
   backend_->write_file_durably(path, "");
   EXPECT_EQ(fs::file_size(path), 0u);
   const std::string binary("a\0b\0c", 5);
   backend_->write_file_durably(path, binary);
-  EXPECT_EQ(read_text(path), binary);
+  EXPECT_EQ(read_file(path), binary);
 
   const fs::path missing = dir_ / "missing" / "x.json";
   Error e = thrown_by([&] { backend_->write_file_durably(missing, "x"); });

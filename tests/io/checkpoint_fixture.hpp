@@ -14,28 +14,13 @@
 #include <vector>
 
 #include "quicksave/reader.hpp"
+#include "test_support.hpp"
 #include "quicksave/tensor_ref.hpp"
 
 namespace quicksave::testing {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("quicksave-test-" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // `count` float32 tensors named "layers.<i>.weight" of `elements` each, every element == generation.
 struct SyntheticStateDict {

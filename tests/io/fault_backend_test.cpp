@@ -22,94 +22,20 @@
 #include <vector>
 
 #include "quicksave/error.hpp"
+#include "test_support.hpp"
 
 namespace quicksave::io {
 namespace {
 
 using namespace std::chrono_literals;
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("quicksave-fault-test-" + std::to_string(rd()) + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<std::byte> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  for (std::size_t i = 0; i < chars.size(); ++i) bytes[i] = static_cast<std::byte>(chars[i]);
-  return bytes;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-std::vector<std::byte> pattern(std::uint64_t seed, std::size_t n) {
-  std::vector<std::byte> out(n);
-  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    out[i] = static_cast<std::byte>((x * 0x2545F4914F6CDD1Dull) >> 56);
-  }
-  return out;
-}
-
-std::string first_difference(const std::vector<std::byte>& actual, const std::vector<std::byte>& expected) {
-  if (actual.size() != expected.size()) {
-    return "size " + std::to_string(actual.size()) + " != expected " + std::to_string(expected.size());
-  }
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    if (actual[i] != expected[i]) return "first difference at byte " + std::to_string(i);
-  }
-  return "";
-}
-
-Error error_of(std::exception_ptr error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "not a quicksave::Error: " << e.what();
-  }
-  return Error(ErrorCode::internal, "not a quicksave::Error");
-}
-
-template <typename F>
-Error thrown_by(F&& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw something else: " << e.what();
-    return Error(ErrorCode::internal, "");
-  }
-  ADD_FAILURE() << "did not throw";
-  return Error(ErrorCode::internal, "");
-}
+using testing::read_file;
+using testing::TempDir;
+using testing::write_file;
+using testing::error_of;
+using testing::first_difference;
+using testing::pattern;
+using testing::read_bytes;
+using testing::thrown_by;
 
 // Moves the error out of the completion thread: a copy left behind there would drop the last
 // reference on that thread, a free ThreadSanitizer cannot order (libstdc++'s count is not
@@ -189,7 +115,7 @@ class FaultTest : public ::testing::TestWithParam<Kind> {
   }
   std::string write_call() const { return GetParam() == Kind::posix ? "pwrite" : "io_uring write"; }
 
-  ScratchDir dir_;
+  TempDir dir_;
 };
 
 std::string strerror_text(FaultKind kind) {
@@ -276,10 +202,10 @@ TEST_P(FaultTest, NamespaceFaultsThrowLikeTheRealCallAndChangeNothing) {
     SCOPED_TRACE(strerror_text(kind));
     const fs::path base = dir_ / ("k" + std::to_string(static_cast<int>(kind)));
     fs::create_directory(base);
-    write_text(base / "from", "from");
-    write_text(base / "a", "a");
-    write_text(base / "b", "b");
-    write_text(base / "victim", "v");
+    write_file(base / "from", "from");
+    write_file(base / "a", "a");
+    write_file(base / "b", "b");
+    write_file(base / "victim", "v");
     const std::vector<NamespaceCase> cases = {
         {FaultOp::create, [&](IoBackend& io) { io.close(io.create(base / "created", {})); },
          "(injected, file=" + (base / "created").string() + ")", "open",
@@ -289,7 +215,7 @@ TEST_P(FaultTest, NamespaceFaultsThrowLikeTheRealCallAndChangeNothing) {
          [&] { return fs::exists(base / "to"); }},
         {FaultOp::exchange, [&](IoBackend& io) { io.exchange(base / "a", base / "b"); },
          "(injected, a=" + (base / "a").string() + ", b=" + (base / "b").string() + ")", "renameat2",
-         [&] { return read_text(base / "a") == "b"; }},
+         [&] { return read_file(base / "a") == "b"; }},
         {FaultOp::remove, [&](IoBackend& io) { io.remove(base / "victim"); },
          "(injected, file=" + (base / "victim").string() + ")", "unlink",
          [&] { return !fs::exists(base / "victim"); }},
@@ -300,7 +226,7 @@ TEST_P(FaultTest, NamespaceFaultsThrowLikeTheRealCallAndChangeNothing) {
          "(injected, dir=" + base.string() + ")", "fsync", nullptr},
         {FaultOp::write_file, [&](IoBackend& io) { io.write_file_durably(base / "index.json", "{}"); },
          "(injected, file=" + (base / "index.json").string() + ", offset=0, bytes=2)", "pwrite",
-         [&] { return read_text(base / "index.json") == "{}"; }},
+         [&] { return read_file(base / "index.json") == "{}"; }},
     };
     for (const NamespaceCase& c : cases) {
       SCOPED_TRACE(c.call_name + " " + c.message_tail);
@@ -522,7 +448,7 @@ TEST_P(FaultTest, LatencyDelaysButSucceeds) {
 
   FaultBackend slow_files(inner(), {.op = FaultOp::write_file, .kind = FaultKind::latency, .nth = 1, .latency = 5ms});
   slow_files.write_file_durably(dir_ / "index.json", "{}");
-  EXPECT_EQ(read_text(dir_ / "index.json"), "{}");
+  EXPECT_EQ(read_file(dir_ / "index.json"), "{}");
 }
 
 TEST_P(FaultTest, DrainWaitsForAnInjectedWriteError) {
