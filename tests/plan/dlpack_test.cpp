@@ -4,6 +4,9 @@
 
 #include "quicksave/dlpack.hpp"
 #include "quicksave/error.hpp"
+#include "quicksave/reader.hpp"
+#include "quicksave/save.hpp"
+#include "test_support.hpp"
 
 namespace quicksave {
 namespace {
@@ -71,6 +74,30 @@ TEST(DLPack, UnsupportedTypesAreRefused) {
   EXPECT_THROW(split_dlpack_state_dict_into_shards({{"c", &c128.tensor}}), Error);
   OwnedDLTensor opencl({2}, kF16, kDLOpenCL);
   EXPECT_THROW(tensor_ref_from_dlpack("x", opencl.tensor), Error);
+}
+
+TEST(DLPack, StridedTensorsSaveInCOrder) {
+  // A 3x4 float32 matrix exported transposed (4x3, strides {1, 4}), as frameworks export views.
+  std::vector<float> values(12);
+  for (int i = 0; i < 12; ++i) values[i] = static_cast<float>(i);
+  std::int64_t shape[] = {4, 3};
+  std::int64_t strides[] = {1, 4};
+  DLTensor t{};
+  t.data = values.data();
+  t.device = DLDevice{kDLCPU, 0};
+  t.ndim = 2;
+  t.dtype = DLDataType{kDLFloat, 32, 1};
+  t.shape = shape;
+  t.strides = strides;
+  testing::TempDir tmp;
+  save_state_dict({tensor_ref_from_dlpack("w_t", t)}, tmp.path() / "c");
+  const auto file = SafetensorsFile::open(tmp.path() / "c" / "model.safetensors");
+  const auto bytes = file.data(*file.find("w_t"));
+  ASSERT_EQ(bytes.size(), 48u);
+  const float* saved = reinterpret_cast<const float*>(bytes.data());
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(saved[r * 3 + c], values[c * 4 + r]) << r << "," << c;
+  }
 }
 
 }  // namespace
