@@ -27,7 +27,7 @@ stress: build
 # AddressSanitizer+UBSan and ThreadSanitizer builds of the tests (not part of `make test`).
 sanitize: setup
 	cmake --preset asan >/dev/null && cmake --build build-asan -j $(JOBS) && (cd build-asan && ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
-	cmake --preset tsan >/dev/null && cmake --build build-tsan -j $(JOBS) && (cd build-tsan && ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
+	cmake --preset tsan >/dev/null && cmake --build build-tsan -j $(JOBS) && (cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
 
 # libFuzzer on the header reader for FUZZ_SECONDS (clang).
 FUZZ_SECONDS ?= 60

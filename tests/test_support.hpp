@@ -57,6 +57,20 @@ inline void write_file(const fs::path& path, const std::string& contents) {
   out << contents;
 }
 
+// Every file of `a` equals the same file of `b` byte for byte, and both hold the same names;
+// returns the number of files compared.
+inline int expect_same_files(const fs::path& a, const fs::path& b) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(a)) {
+    const auto name = e.path().filename();
+    EXPECT_TRUE(fs::exists(b / name)) << name;
+    EXPECT_TRUE(read_file(e.path()) == read_file(b / name)) << name << " differs";
+    ++n;
+  }
+  for (const auto& e : fs::directory_iterator(b)) EXPECT_TRUE(fs::exists(a / e.path().filename())) << e.path().filename();
+  return n;
+}
+
 // Bytes that differ between seeds and positions, so a misplaced or missing write shows.
 inline std::vector<std::byte> pattern(std::uint64_t seed, std::size_t n) {
   std::vector<std::byte> out(n);

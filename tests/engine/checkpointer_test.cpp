@@ -24,18 +24,7 @@ using testing::TempDir;
 
 using testing::read_file;
 
-// Every file of `a` equals the same file of `b`, byte for byte; returns the number of files.
-int expect_same_files(const fs::path& a, const fs::path& b) {
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(a)) {
-    const auto name = e.path().filename();
-    EXPECT_TRUE(fs::exists(b / name)) << name;
-    EXPECT_TRUE(read_file(e.path()) == read_file(b / name)) << name << " differs";
-    ++n;
-  }
-  for (const auto& e : fs::directory_iterator(b)) EXPECT_TRUE(fs::exists(a / e.path().filename())) << e.path().filename();
-  return n;
-}
+using testing::expect_same_files;
 
 // A varied state dict: many dtypes, 0-d, empty, strided views, tied names, sizes across chunks.
 struct VariedStateDict {

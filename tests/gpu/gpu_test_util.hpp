@@ -3,6 +3,8 @@
 // values), and file comparison.
 #pragma once
 
+#include "test_support.hpp"
+
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -128,24 +130,8 @@ class TwinStorage {
   std::shared_ptr<std::byte> dev_;
 };
 
-inline std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Every file of `a` equals the same file of `b` byte for byte, and both hold the same names;
-// returns the number of files compared.
-inline int expect_same_files(const fs::path& a, const fs::path& b) {
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(a)) {
-    const auto name = e.path().filename();
-    EXPECT_TRUE(fs::exists(b / name)) << name;
-    EXPECT_TRUE(read_file(e.path()) == read_file(b / name)) << name << " differs";
-    ++n;
-  }
-  for (const auto& e : fs::directory_iterator(b)) EXPECT_TRUE(fs::exists(a / e.path().filename())) << e.path().filename();
-  return n;
-}
+using testing::expect_same_files;
+using testing::read_file;
 
 }  // namespace quicksave::gputest
 
