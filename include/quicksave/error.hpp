@@ -16,6 +16,7 @@ enum class ErrorCode {
   cancelled,            // the caller cancelled the operation
   unavailable,          // a facility is missing here (io_uring blocked, no GPU, ...)
   failed_precondition,  // the call is valid but not in the current state
+  busy,                 // another save holds the checkpoint folder (the message names the holder)
   internal,             // a quicksave bug
 };
 

@@ -96,6 +96,8 @@ void register_errors(py::module_& m) {
                    "A facility is missing here (io_uring blocked, no CUDA support, ...).");
   make_error_class(m, "FailedPreconditionError", ErrorCode::failed_precondition, PyExc_RuntimeError,
                    "The call is valid but not in the current state (a closed Checkpointer, ...).");
+  make_error_class(m, "BusyError", ErrorCode::busy, PyExc_BlockingIOError,
+                   "Another save holds the checkpoint folder; the message names the holder.");
   make_error_class(m, "InternalError", ErrorCode::internal, PyExc_RuntimeError, "A quicksave bug.");
 
   py::register_exception_translator([](std::exception_ptr p) {
