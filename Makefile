@@ -29,12 +29,18 @@ sanitize: setup
 	cmake --preset asan >/dev/null && cmake --build build-asan -j $(JOBS) && (cd build-asan && ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
 	cmake --preset tsan >/dev/null && cmake --build build-tsan -j $(JOBS) && (cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
 
-# libFuzzer on the header reader for FUZZ_SECONDS (clang).
+# libFuzzer (clang) for FUZZ_SECONDS on each target: the header, index and pickle readers.
+# Each grows its own working corpus under build-fuzz/, seeded from tests/fuzz/.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = header_fuzz:corpus index_fuzz:corpus_index pickle_fuzz:corpus_pickle
 fuzz: setup
-	cmake --preset fuzz >/dev/null && cmake --build --preset fuzz
-	mkdir -p build-fuzz/corpus && cp tests/fuzz/corpus/* build-fuzz/corpus/
-	build-fuzz/tests/fuzz/header_fuzz -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+	cmake --preset fuzz >/dev/null && cmake --build build-fuzz --target $(foreach t,$(FUZZ_TARGETS),$(firstword $(subst :, ,$(t))))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  target=$${t%%:*}; seeds=$${t#*:}; \
+	  mkdir -p build-fuzz/$$seeds && cp tests/fuzz/$$seeds/* build-fuzz/$$seeds/; \
+	  echo "== $$target for $(FUZZ_SECONDS) s"; \
+	  build-fuzz/tests/fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/$$seeds; \
+	done
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz

@@ -171,6 +171,11 @@ class HeaderSax : public nlohmann::json_sax<json> {
   bool number_unsigned(number_unsigned_t v) override {
     if (skip_depth_ > 0) return true;
     if (state_ == State::shape) {
+      // Tensor libraries index with int64: a larger dimension could not be loaded.
+      if (v > static_cast<number_unsigned_t>(INT64_MAX)) {
+        return fail(HeaderRule::invalid_json, "shape of tensor " + backticked(current_.name) + " has the dimension " + std::to_string(v) +
+                                                  ", larger than 2^63-1");
+      }
       current_.shape.push_back(v);
       return true;
     }
@@ -359,6 +364,10 @@ class HeaderSax : public nlohmann::json_sax<json> {
 
 std::variant<Header, HeaderProblem> check_header(std::string_view json_bytes, std::uint64_t file_size) {
   if (!format::is_valid_utf8(json_bytes)) return HeaderProblem{HeaderRule::invalid_utf8, "invalid UTF-8 in header"};
+  // nlohmann skips a UTF-8 byte order mark; serde_json (the reference) does not: "expected value".
+  if (json_bytes.starts_with("\xEF\xBB\xBF")) {
+    return HeaderProblem{HeaderRule::invalid_json, "invalid JSON in header: expected value at line 1 column 1 (a UTF-8 byte order mark)"};
+  }
   HeaderSax sax;
   const bool ok = json::sax_parse(json_bytes.begin(), json_bytes.end(), &sax);
   if (!ok || sax.problem) {

@@ -190,6 +190,26 @@ TEST(DecodeHeader, AcceptsWhatTheReferenceAccepts) {
   EXPECT_EQ(header.tensors[1].shape.size(), 0u);
 }
 
+TEST(DecodeHeader, ByteOrderMarkIsRejectedAsSerdeDoes) {
+  // nlohmann would skip it; the reference (serde_json) fails with "expected value".
+  const std::string json = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  EXPECT_TRUE(std::holds_alternative<Header>(check(file_with_header(json, 4))));
+  const std::string with_bom = file_with_header("\xEF\xBB\xBF" + json, 4);
+  EXPECT_EQ(rule_of(with_bom), HeaderRule::invalid_json);
+  EXPECT_NE(std::get<HeaderProblem>(check(with_bom)).message.find("byte order mark"), std::string::npos);
+}
+
+TEST(DecodeHeader, DimensionAboveInt64MaxIsRejected) {
+  // A zero dimension makes the byte count 0, so only this rule stops 2^63 (LibTorch cannot load it).
+  for (const std::string dim : {"9223372036854775808", "18446744073709551615"}) {
+    const std::string file = file_with_header(R"({"a":{"dtype":"F32","shape":[)" + dim + R"(,0],"data_offsets":[0,0]}})", 0);
+    EXPECT_EQ(rule_of(file), HeaderRule::invalid_json) << dim;
+    EXPECT_NE(std::get<HeaderProblem>(check(file)).message.find("larger than 2^63-1"), std::string::npos) << dim;
+  }
+  const std::string max = file_with_header(R"({"a":{"dtype":"F32","shape":[9223372036854775807,0],"data_offsets":[0,0]}})", 0);
+  EXPECT_TRUE(std::holds_alternative<Header>(check(max)));
+}
+
 TEST(DecodeHeader, ErrorsNameTheTensor) {
   const std::string file = file_with_header(R"({"weird name":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4);
   try {
