@@ -5,7 +5,7 @@
 #   1. record the environment (GPU, driver, nvcc, torch, disk);
 #   2. unpack the Debian packages into a prefix with dpkg -x (nothing is installed system-wide);
 #   3. configure quicksave with CUDA (sm_90 only, to build fast) against that prefix and the Python
-#      install's CUDA LibTorch (torch.utils.cmake_prefix_path);
+#      install's CUDA LibTorch (-DQUICKSAVE_TORCH_PYTHON=$QS_PYTHON: no other torch flag needed);
 #   4. build the GPU tests, the LibTorch CUDA test, the benchmark library and the stage/engine tests;
 #   5. run the GPU tests (ctest -L gpu);
 #   6. run the GPU benchmark (tests/gpu/gpu_bench.py: a 10 GiB bf16 state dict on the GPU, quicksave
@@ -17,7 +17,7 @@
 #
 # Environment: OUT (default out/device-check), QS_CHECK_BUDGET_S (default 465), QS_BUILD_DIR
 # (default build-device), QS_DEPS_PREFIX (default /tmp/quicksave-deps), QS_PYTHON (default
-# python3), QS_BENCH_GIB (default 10), QS_TORCH_PREFIX (default: asked from $QS_PYTHON).
+# python3), QS_BENCH_GIB (default 10), QS_TORCH_PREFIX (extra CMAKE_PREFIX_PATH entry; torch itself comes from $QS_PYTHON).
 # `--dry-run` (for checking this script on a machine without a GPU): same steps, the GPU tests
 # skip themselves and the benchmark only reports that no GPU is present.
 set -uo pipefail
@@ -155,8 +155,11 @@ if [ -n "$NVCC" ]; then
   CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
   export CUDA_HOME
 fi
-TORCH_PREFIX=${QS_TORCH_PREFIX:-$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)}
-log "torch cmake prefix: ${TORCH_PREFIX:-none}; nvcc: ${NVCC:-none}; pkg-config: $PKG_CONFIG_BIN"
+# The wheel's LibTorch through QUICKSAVE_TORCH_PYTHON (cmake/QuicksaveTorch.cmake): its own
+# libraries, CUDA runtime and NCCL, the GPU-probe-free arch list, refusal of a mixed LibTorch.
+TORCH_PYTHON=$(command -v "$PY" || echo "$PY")
+TORCH_PREFIX=${QS_TORCH_PREFIX:-}
+log "torch of $TORCH_PYTHON: $("$PY" -c 'import torch; print(torch.__version__, torch.utils.cmake_prefix_path)' 2>&1 | tail -1); nvcc: ${NVCC:-none}; pkg-config: $PKG_CONFIG_BIN"
 CUDA_MODE=ON
 if [ -z "$NVCC" ]; then CUDA_MODE=AUTO; fi
 : >"$OUT/build.log"
@@ -165,14 +168,14 @@ run configure $(($(left) < 150 ? $(left) : 150)) "$OUT/build.log" \
   -DCMAKE_BUILD_TYPE=Release \
   -DQUICKSAVE_WITH_CUDA=$CUDA_MODE \
   -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DTORCH_CUDA_ARCH_LIST=9.0 \
   -DQUICKSAVE_BUILD_BENCHMARKS=OFF \
   -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
-  "-DCMAKE_PREFIX_PATH=$PREFIX/usr;${TORCH_PREFIX}" \
+  "-DQUICKSAVE_TORCH_PYTHON=$TORCH_PYTHON" \
+  "-DCMAKE_PREFIX_PATH=$PREFIX/usr${TORCH_PREFIX:+;$TORCH_PREFIX}" \
   "-DPKG_CONFIG_EXECUTABLE=$PKG_CONFIG_BIN"
 configure_rc=$?
 if [ $configure_rc -ne 0 ]; then finish; fi
-grep -E "quicksave: CUDA|Found Torch|Found GTest|Found Boost|Found nlohmann|liburing|Caffe2: CUDA|PyTorch: CUDA" "$OUT/build.log" |
+grep -E "quicksave: CUDA|quicksave: LibTorch|Found Torch|Found GTest|Found Boost|Found nlohmann|liburing|Caffe2: CUDA|PyTorch: CUDA" "$OUT/build.log" |
   sed 's/^/  /' | tee -a "$OUT/steps.log" >/dev/null
 
 # ---- 4. build ---------------------------------------------------------------------------------------

@@ -6,11 +6,12 @@ import re
 import sys
 
 ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-ORDER = ["format", "plan", "io", "stage", "engine", "torch", "dist", "python", "cli"]
+ORDER = ["format", "plan", "io", "commit", "read", "stage", "engine", "torch", "dist", "python", "cli"]
 # third-party include prefix -> the source folders allowed to use it
 THIRD_PARTY = {
     "nlohmann/": {"src/format", "src/cli", "benchmarks"},
     "liburing": {"src/io"},
+    "xxhash": {"src/format"},
     "boost/": {"src/engine"},
     # src/cli: `quicksave bench` times LibTorch's own torch::save as a baseline.
     "torch/": {"src/torch", "src/dist", "src/python", "src/cli", "include/quicksave/torch.hpp", "include/quicksave/dist.hpp"},

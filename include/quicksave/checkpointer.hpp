@@ -23,6 +23,9 @@ namespace quicksave {
 namespace io {
 class IoBackend;
 }
+namespace commit {
+class FileSystem;
+}
 
 enum class IoBackendChoice { automatic, io_uring, posix };
 enum class WhenBusy { wait, fail };
@@ -35,7 +38,7 @@ struct CheckpointerOptions {
   IoBackendChoice io_backend = IoBackendChoice::automatic;
   bool direct_io = false;                          // O_DIRECT writes (aligned chunks, padded tail)
   bool fsync = true;                               // make files durable before publishing
-  unsigned max_in_flight_saves = 2;                // saves running at once
+  unsigned max_in_flight_saves = 2;                // saves running at once (two into one folder run one after the other)
   WhenBusy when_busy = WhenBusy::wait;             // beyond that: queue the save, or refuse it
 
   // The defaults overridden by QUICKSAVE_PINNED_BUDGET ("2GB" or bytes), QUICKSAVE_CHUNK_BYTES,
@@ -83,8 +86,9 @@ struct TensorRefSource;
 class Checkpointer {
  public:
   explicit Checkpointer(CheckpointerOptions options = {});
-  // With a given I/O backend (tests inject faults this way).
-  Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend);
+  // With a given I/O backend and file system (tests inject faults this way; null: the default).
+  Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend,
+               std::unique_ptr<commit::FileSystem> file_system = nullptr);
   // Waits for the saves in flight to complete or fail; never abandons one half-written.
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
@@ -99,7 +103,7 @@ class Checkpointer {
   }
   // For quicksave's distributed layer (src/dist): runs an already planned save whose files and
   // commit are coordinated with other processes by `coordinator`.
-  SaveHandle submit(plan::SavePlan plan, const std::filesystem::path& directory, bool is_main_process,
+  SaveHandle submit(plan::SavePlan plan, const std::filesystem::path& directory, const SaveOptions& options,
                     std::unique_ptr<engine::SaveCoordinator> coordinator);
 
   // Blocking form: committed().get().

@@ -14,6 +14,9 @@ namespace quicksave {
 inline constexpr std::string_view kSafetensorsPattern = "model{suffix}.safetensors";
 inline constexpr std::string_view kPytorchPattern = "pytorch_model{suffix}.bin";
 inline constexpr std::string_view kTensorflowPattern = "tf_model{suffix}.h5";
+// Index files larger than this are refused before being read, as safetensors headers over
+// kMaxHeaderBytes are (about 3 million entries fit).
+inline constexpr std::uint64_t kMaxIndexBytes = 100'000'000;
 
 struct ShardIndex {
   Metadata metadata;                                            // "total_size" first, then the user's

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,9 +18,10 @@ namespace quicksave {
 struct SaveResult {
   std::vector<std::string> files;          // written: the shards in order, then the index
   std::uint64_t bytes_written = 0;         // sum of the files' sizes
-  std::string commit_mode;                 // "fresh", "exchange" or "in_place" (see io/commit.cpp)
+  std::string commit_mode;                 // "fresh", "exchange" or "in_place" (see commit/commit.cpp)
   std::vector<std::string> removed_stale;  // files of the pattern that the new checkpoint replaced
   std::string backend;                     // the I/O backend that wrote the bytes
+  std::string manifest;                    // the checksum manifest published beside them ("" when none)
 };
 
 // Writes `tensors` (host memory) into `directory` (created if missing) as safetensors shards plus
@@ -28,7 +31,18 @@ SaveResult save_state_dict(std::vector<TensorRef> tensors, const std::filesystem
                            const SaveOptions& options = {});
 
 // Completes or rolls back a save that a crash interrupted in `directory`; returns one line per
-// action (empty when there was nothing to do). Loading and saving run it too.
+// action (empty when there was nothing to do); what it could not touch (a save holds the folder,
+// a corrupt journal) comes as "left alone: ..." lines. Saves run it too; loads never write.
 std::vector<std::string> recover_checkpoint(const std::filesystem::path& directory);
+
+// How loads read a folder that an interrupted save left leftovers in, without changing it: the
+// complete checkpoint its journal describes. Read `redirected[name]` (a file in `directory`)
+// instead of `name`; names in `hidden` are not part of that checkpoint. Empty for a clean folder.
+struct CheckpointFolderView {
+  std::map<std::string, std::string> redirected;
+  std::set<std::string> hidden;
+  std::vector<std::string> notes;  // what was decided, e.g. "read the previous checkpoint: ..."
+};
+CheckpointFolderView checkpoint_folder_view(const std::filesystem::path& directory);
 
 }  // namespace quicksave

@@ -33,6 +33,10 @@ struct TensorRef {
   const void* storage_base = nullptr;  // start of the storage the tensor views (null: no storage)
   std::uint64_t storage_nbytes = 0;    // size of that storage in bytes
   std::shared_ptr<const void> keepalive;
+  // CUDA tensors: the stream (a cudaStream_t, opaque here) whose queued work produces the bytes;
+  // the save copies them only after that work. Null: the device's legacy default stream. The
+  // torch adapter sets each device's current stream; SaveOptions::producer_streams overrides it.
+  void* producer_stream = nullptr;
 
   std::uint64_t numel() const;
   std::uint64_t nbytes() const;        // bytes of the tensor's own elements, C order

@@ -78,6 +78,8 @@ struct TorchSaveOptions {
   bool safe_serialization = true;               // false: pickle (.bin) files that Python's torch.load opens
   bool is_main_process = true;
   std::vector<std::string> shared_tensors_to_discard;
+  bool wait_for_lock = false;                   // see SaveOptions
+  bool checksums = true;                        // see SaveOptions (safetensors saves)
 };
 
 SaveResult save_torch_state_dict(const StateDict& state_dict, const std::filesystem::path& save_directory,
@@ -106,6 +108,9 @@ struct LoadModelOptions {
   // When set, only keys for which it returns true are loaded (and only the shards holding them
   // are opened); the others count neither as missing nor as unexpected.
   std::function<bool(const std::string&)> key_filter;
+  // Check every tensor's bytes against the folder's checksum manifest before loading; a
+  // mismatch (or no manifest) fails the load with an error naming the file, tensor and bytes.
+  bool verify = false;
 };
 
 // Loads a file, or a directory (index or single file, the reference's selection rules), into

@@ -55,6 +55,7 @@ constexpr const char* kHelp = R"(Usage: quicksave bench [options]
 Times, in one process and one run, on the same in-memory state dict (realistic layer shapes):
   quicksave_async_io_uring   quicksave save_async + committed, io_uring backend
   quicksave_async_posix      quicksave save_async + committed, posix (pwrite) backend
+  quicksave_async_no_checksums  the io_uring save without the checksum manifest (the hashing cost)
   quicksave_sync             quicksave save_torch_state_dict (synchronous, fsyncs)
   torch_save                 LibTorch torch::save of the same tensors, + fsync
   plain_safetensors          single-threaded safetensors writer: header, write() per tensor, + fsync
@@ -303,14 +304,16 @@ struct Bench {
     }
   }
 
-  Sample quicksave_async(IoBackendChoice backend, Method& method) {
+  Sample quicksave_async(IoBackendChoice backend, Method& method, bool checksums = true) {
     CheckpointerOptions options = CheckpointerOptions::from_env();
     options.io_backend = backend;
     options.pinned_budget_bytes = std::max(pinned_budget, options.chunk_bytes);
     Checkpointer checkpointer(options);  // pool allocated, pre-faulted and registered: before the clock
     prepare();
     const auto t0 = Clock::now();
-    SaveHandle handle = checkpointer.save_async(refs, out);
+    SaveOptions save_options;
+    save_options.checksums = checksums;
+    SaveHandle handle = checkpointer.save_async(refs, out, save_options);
     Sample s;
     s.blocked = since(t0);
     handle.staged().wait();
@@ -410,6 +413,7 @@ struct Bench {
     methods = {
         {"quicksave_async_io_uring", "quicksave save_async (io_uring)", "quicksave"},
         {"quicksave_async_posix", "quicksave save_async (posix)", "quicksave"},
+        {"quicksave_async_no_checksums", "quicksave save_async (io_uring, no checksums)", "quicksave"},
         {"quicksave_sync", "quicksave save_torch_state_dict (sync)", "quicksave"},
         {"torch_save", "LibTorch torch::save", "baseline"},
         {"plain_safetensors", "plain safetensors writer", "baseline"},
@@ -425,6 +429,7 @@ struct Bench {
         Sample s;
         if (m.name == "quicksave_async_io_uring") s = quicksave_async(IoBackendChoice::io_uring, m);
         else if (m.name == "quicksave_async_posix") s = quicksave_async(IoBackendChoice::posix, m);
+        else if (m.name == "quicksave_async_no_checksums") s = quicksave_async(IoBackendChoice::io_uring, m, /*checksums=*/false);
         else if (m.name == "quicksave_sync") s = quicksave_sync();
         else if (m.name == "torch_save") s = torch_save();
         else if (m.name == "plain_safetensors") s = plain_safetensors();
@@ -516,6 +521,27 @@ struct Bench {
     return c;
   }
 
+  // The hashing cost: quicksave save_async (io_uring) with checksums over the same save without,
+  // paired within each repeat.
+  struct ChecksumCost {
+    double staged = 0, durable = 0;
+  };
+  std::optional<ChecksumCost> checksum_cost() const {
+    const Method* with = find("quicksave_async_io_uring");
+    const Method* without = find("quicksave_async_no_checksums");
+    if (with == nullptr || without == nullptr) return std::nullopt;
+    std::vector<double> staged, durable;
+    for (std::size_t r = 0; r < std::min(with->samples.size(), without->samples.size()); ++r) {
+      const Sample& a = with->samples[r];
+      const Sample& b = without->samples[r];
+      if (a.staged && b.staged && *b.staged > 0) staged.push_back(*a.staged / *b.staged);
+      if (a.durable && b.durable && *b.durable > 0) durable.push_back(*a.durable / *b.durable);
+    }
+    const auto s = stats_of(staged), d = stats_of(durable);
+    if (!s || !d) return std::nullopt;
+    return ChecksumCost{s->median, d->median};
+  }
+
   // "median (min-max) unit" with the unit chosen by the median; just the median for one run.
   enum class Unit { seconds, ratio, plain };
   std::string cell(const Method& m, const Getter& get, Unit unit) const {
@@ -544,6 +570,10 @@ struct Bench {
              cell(m, c.gbps, Unit::plain), cell(m, c.staged_vs_memcpy, Unit::ratio), cell(m, c.durable_vs_disk, Unit::ratio)});
     }
     std::string out = t.str();
+    if (const auto cost = checksum_cost()) {
+      out += "checksums (XXH3 of every tensor, from the staging buffers): staged " + fixed(cost->staged, 2) +
+             "x, durable " + fixed(cost->durable, 2) + "x the same save without (medians of paired runs)\n";
+    }
     if (std::any_of(methods.begin(), methods.end(), [](const Method& m) { return m.kind == "python"; })) {
       const Method* reference = find("quicksave_async_io_uring");
       const std::string against = reference != nullptr ? reference->label : std::string("quicksave save_async");

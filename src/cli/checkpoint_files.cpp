@@ -1,5 +1,5 @@
 // Finding a checkpoint's files, and describing the leftovers of interrupted saves that
-// io::find_leftovers reports (read-only: recovery, io::recover, is the only code that acts).
+// commit::find_leftovers reports (read-only: recovery, commit::recover, is the only code that acts).
 #include "cli/checkpoint_files.hpp"
 
 #include <signal.h>
@@ -22,13 +22,13 @@ constexpr std::string_view kSafetensors = ".safetensors";
 
 bool ends_with(std::string_view s, std::string_view suffix) { return s.size() >= suffix.size() && s.ends_with(suffix); }
 
-std::string journal_detail(io::Leftover::JournalState state) {
-  switch (state) {
-    case io::Leftover::JournalState::committed:
-      return "the new files were published; recovery finishes the clean-up (rolls forward)";
-    case io::Leftover::JournalState::uncommitted:
-      return "the switch-over was not committed; recovery restores the previous files (rolls back)";
-    default: return "the journal is incomplete: the switch-over never started; recovery removes it";
+std::string journal_detail(const Leftover& journal) {
+  switch (journal.journal) {
+    case commit::Leftover::JournalState::committed:
+      return "the new files were published; loads read them; recovery finishes the clean-up (rolls forward)";
+    case commit::Leftover::JournalState::uncommitted:
+      return "the switch-over was not committed; loads read the previous files; recovery restores them (rolls back)";
+    default: return "the journal is corrupt (" + journal.detail + "); recovery leaves this save's files alone";
   }
 }
 
@@ -104,6 +104,19 @@ CheckpointLocation locate_checkpoint(const fs::path& path) {
                                         " (no model.safetensors, no *.safetensors.index.json)");
 }
 
+std::vector<Leftover> find_leftovers(const fs::path& target) {
+  auto fs = commit::make_posix_file_system();
+  const bool in_progress = commit::writer_status(*fs, target).busy;
+  std::vector<Leftover> out;
+  for (auto& l : commit::find_leftovers(*fs, target)) {
+    Leftover item;
+    static_cast<commit::Leftover&>(item) = std::move(l);
+    item.save_in_progress = in_progress;
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
 std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& leftovers) {
   std::vector<SaveLeftovers> out;
   for (std::size_t i = 0; i < leftovers.size();) {
@@ -113,8 +126,8 @@ std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& lefto
     std::map<std::string, std::vector<std::string>> by_kind;
     const Leftover* journal = nullptr;
     for (std::size_t k = i; k < j; ++k) {
-      by_kind[io::to_string(leftovers[k].kind)].push_back(leftovers[k].path.filename().string());
-      if (leftovers[k].kind == io::Leftover::Kind::journal) journal = &leftovers[k];
+      by_kind[commit::to_string(leftovers[k].kind)].push_back(leftovers[k].path.filename().string());
+      if (leftovers[k].kind == commit::Leftover::Kind::journal) journal = &leftovers[k];
     }
     std::string what;
     for (const auto& [kind, names] : by_kind) {
@@ -124,20 +137,23 @@ std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& lefto
                                 : std::to_string(names.size()) + " " + plural + " (" + names.front() + ", ...)";
     }
     std::string consequence;
-    if (first.process_alive) {
-      consequence = "a save is in progress";
+    if (first.save_in_progress) {
+      consequence = "a save is in progress (it holds the folder's lock)";
     } else if (journal != nullptr) {
-      consequence = journal_detail(journal->journal);
+      consequence = journal_detail(*journal);
     } else if (by_kind.contains("backup")) {
       consequence = "backups without their journal; recovery leaves them for you to inspect";
+    } else if (by_kind.contains("commit mark") && by_kind.size() == 1) {
+      consequence = "the last file of a finished switch-over; the checkpoint in place is the new one; recovery removes it";
     } else if (by_kind.contains("staging directory")) {
       consequence = "a save that did not finish (or its replaced previous version); the checkpoint in place is untouched; recovery removes it";
     } else {
       consequence = "files of an unfinished in-place save whose switch-over never started; the checkpoint in place is untouched; recovery removes them";
     }
-    const std::string who = first.pid > 0 ? "process " + std::to_string(first.pid) + (first.process_alive ? ", still running" : ", no longer running")
-                                          : "unknown process";
-    out.push_back({first.tag, first.process_alive, "save " + first.tag + " (" + who + "): " + what + ": " + consequence});
+    const std::string who = journal != nullptr && journal->journal != commit::Leftover::JournalState::corrupt
+                                ? " (written by " + journal->detail + ")"
+                                : "";
+    out.push_back({first.tag, first.save_in_progress, "save " + first.tag + who + ": " + what + ": " + consequence});
     i = j;
   }
   return out;

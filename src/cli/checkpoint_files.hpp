@@ -2,7 +2,7 @@
 // folder. Also finds what an interrupted save left behind, without changing anything.
 #pragma once
 
-#include "io/commit.hpp"
+#include "commit/recovery.hpp"
 
 #include <filesystem>
 #include <optional>
@@ -29,17 +29,20 @@ CheckpointLocation locate_checkpoint(const fs::path& path);
 // "model{suffix}.safetensors" for "model.safetensors.index.json" (and X for X.safetensors.index.json).
 std::string pattern_of_index(const std::string& index_name);
 
-// Leftovers of interrupted saves come from the commit protocol itself (io::find_leftovers),
-// so the tool never has its own idea of temporary names or journal lines.
-using Leftover = io::Leftover;
-inline std::vector<Leftover> find_leftovers(const fs::path& target) { return io::find_leftovers(target); }
+// Leftovers of interrupted saves come from the commit protocol itself (commit::find_leftovers),
+// so the tool never has its own idea of temporary names or journal lines. A save holding the
+// folder's writer lock now makes them the files of a save in progress, not of a crash.
+struct Leftover : commit::Leftover {
+  bool save_in_progress = false;
+};
+std::vector<Leftover> find_leftovers(const fs::path& target);
 
-// One line per save that left something, e.g. "interrupted save .qs-12-ab (process 12, no
-// longer running): 5 temporaries (.qs-12-ab.model-00001-of-00005.safetensors, ...): <what
-// recovery will do>".
+// One line per save that left something, e.g. "interrupted save .qs-1f2e… (written by host=a
+// boot=… pid=12): 5 temporaries (.qs-….model-00001-of-00005.safetensors, ...): <what recovery
+// will do>".
 struct SaveLeftovers {
   std::string tag;
-  bool process_alive = false;
+  bool save_in_progress = false;
   std::string description;
 };
 std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& leftovers);

@@ -132,8 +132,8 @@ int run_inspect(std::span<const std::string> argv) {
     std::printf("%s\n", out.dump(2).c_str());
     return kExitOk;
   }
-  std::string out = path.string() + ": " +
-                    (index ? "sharded checkpoint (index " + location.index_file->filename().string() + ", " +
+  std::string out = printable(path.string()) + ": " +
+                    (index ? "sharded checkpoint (index " + printable(location.index_file->filename().string()) + ", " +
                                  std::to_string(shards.size()) + " shards)"
                            : std::string("single-file checkpoint")) +
                     "\n\n";
@@ -143,9 +143,9 @@ int run_inspect(std::span<const std::string> argv) {
          " on disk\n";
   if (!metadata_lines.empty()) {
     out += "metadata:\n";
-    for (const auto& [k, v] : metadata_lines) out += "  " + k + ": " + v + "\n";
+    for (const auto& [k, v] : metadata_lines) out += "  " + printable(k) + ": " + printable(v) + "\n";
   }
-  for (const auto& save : describe_leftovers(leftovers)) out += "warning: interrupted " + save.description + "\n";
+  for (const auto& save : describe_leftovers(leftovers)) out += "warning: interrupted " + printable(save.description) + "\n";
   std::fputs(out.c_str(), stdout);
   return kExitOk;
 }

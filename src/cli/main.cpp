@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/cli.hpp"
+#include "cli/text_format.hpp"
 
 namespace {
 
@@ -64,10 +65,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "quicksave %s: %s\nTry 'quicksave %s --help'.\n", command.name, e.what(), command.name);
       return kExitUsage;
     } catch (const quicksave::Error& e) {
-      std::fprintf(stderr, "quicksave %s: error (%s): %s\n", command.name, quicksave::to_string(e.code()), e.what());
+      std::fprintf(stderr, "quicksave %s: error (%s): %s\n", command.name, quicksave::to_string(e.code()),
+                   quicksave::cli::printable(e.what()).c_str());  // messages quote names from the files
       return kExitFailure;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "quicksave %s: error: %s\n", command.name, e.what());
+      std::fprintf(stderr, "quicksave %s: error: %s\n", command.name, quicksave::cli::printable(e.what()).c_str());
       return kExitFailure;
     }
   }

@@ -5,7 +5,7 @@
 
 #include "cli/checkpoint_files.hpp"
 #include "cli/cli.hpp"
-#include "quicksave/save.hpp"
+#include "commit/recovery.hpp"
 
 namespace quicksave::cli {
 namespace {
@@ -14,9 +14,11 @@ constexpr const char* kHelp = R"(Usage: quicksave recover DIR
 
 Repairs what an interrupted save left in (or beside) the checkpoint folder DIR: a switch-over
 that reached its commit point is rolled forward, one that did not is rolled back (the previous
-files are restored), and temporaries and staging directories of dead processes are removed.
-Leftovers of a save that is still running are left alone. Afterwards DIR holds either the
-previous complete checkpoint or the new complete one.
+files are restored), and temporaries and staging directories are removed. It takes the folder's
+writer lock first: while a save holds it, nothing is touched. A journal that breaks the
+protocol's rules (names outside the folder, files it did not create) is left alone and reported.
+Afterwards DIR holds either the previous complete checkpoint or the new complete one; running it
+again (even after it was killed) is always safe.
 
 Options:
   --help   this text
@@ -35,15 +37,16 @@ int run_recover(std::span<const std::string> argv) {
   const fs::path dir = args.one_positional("DIR");
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw UsageError(dir.string() + " is not a directory");
-  const std::vector<std::string> actions = recover_checkpoint(dir);
-  if (actions.empty()) {
+  auto file_system = commit::make_posix_file_system();
+  const commit::RecoveryReport report = commit::recover(*file_system, dir);
+  if (report.actions.empty()) {
     std::printf("%s: nothing to recover\n", dir.string().c_str());
   } else {
     std::printf("%s: recovered an interrupted save\n", dir.string().c_str());
-    for (const auto& a : actions) std::printf("  %s\n", a.c_str());
+    for (const auto& a : report.actions) std::printf("  %s\n", a.c_str());
   }
-  // What recovery must leave alone: leftovers of saves that are still running.
-  for (const auto& save : describe_leftovers(find_leftovers(dir))) std::printf("left alone: %s\n", save.description.c_str());
+  // What recovery must leave alone: a save that holds the folder now, or files it cannot vouch for.
+  for (const auto& line : report.left_alone) std::printf("left alone: %s\n", line.c_str());
   return kExitOk;
 }
 

@@ -36,11 +36,30 @@ std::string shape_string(std::span<const std::uint64_t> shape) {
   return out + "]";
 }
 
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 Table::Table(std::vector<std::string> header, std::vector<std::size_t> right_aligned) : right_(std::move(right_aligned)) {
   rows_.push_back(std::move(header));
 }
 
-void Table::add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+void Table::add(std::vector<std::string> row) {
+  for (auto& cell : row) cell = printable(cell);  // names come from the files
+  rows_.push_back(std::move(row));
+}
 
 std::string Table::str() const {
   std::vector<std::size_t> width;

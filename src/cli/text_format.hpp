@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace quicksave::cli {
@@ -14,6 +15,9 @@ std::string human_bytes(std::uint64_t bytes);
 std::string human_seconds(double seconds);
 // "[4096, 11008]" ("[]" for a 0-d tensor).
 std::string shape_string(std::span<const std::uint64_t> shape);
+// `text` for one line of a terminal: control characters (NUL, newline, ESC, DEL, ...) become
+// \xNN, so a name cannot cut the output or forge lines; everything else is kept.
+std::string printable(std::string_view text);
 // A fixed number of decimals.
 std::string fixed(double value, int decimals);
 

@@ -29,7 +29,9 @@
 #include "cli/cli.hpp"
 #include "cli/progress.hpp"
 #include "cli/text_format.hpp"
-#include "io/commit.hpp"
+#include "commit/names.hpp"
+#include "quicksave/verify.hpp"
+#include "io/regular_file.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/index.hpp"
 #include "quicksave/reader.hpp"
@@ -43,8 +45,13 @@ constexpr std::size_t kReadBlock = 8u << 20;
 // Returns the digest, or the problem.
 std::variant<std::uint64_t, std::string> checksum_file(const fs::path& path, std::uint64_t expected, ProgressBar& bar,
                                                        std::uint64_t& read_so_far) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::string("cannot open ") + path.filename().string() + ": " + std::strerror(errno);
+  std::optional<io::RegularFile> file;  // a regular file still (it may have been replaced since it was opened)
+  try {
+    file.emplace(io::RegularFile::open(path));
+  } catch (const Error& e) {
+    return std::string("cannot open ") + path.filename().string() + ": " + e.what();
+  }
+  const int fd = file->fd();
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::unique_ptr<std::byte[]> buffer(new std::byte[kReadBlock]);
   Xxh64 hash;
@@ -63,7 +70,6 @@ std::variant<std::uint64_t, std::string> checksum_file(const fs::path& path, std
     read_so_far += static_cast<std::uint64_t>(n);
     bar.update(read_so_far, path.filename().string());
   }
-  ::close(fd);
   if (problem.empty() && offset != expected) {
     problem = path.filename().string() + " changed size while being read (" + std::to_string(expected) + " bytes expected, " +
               std::to_string(offset) + " read)";
@@ -112,7 +118,7 @@ VerifyReport verify_checkpoint(const fs::path& path, bool progress) {
   // 1. interrupted saves
   report.leftovers = find_leftovers(checkpoint_folder(path));
   for (const auto& save : describe_leftovers(report.leftovers)) {
-    (save.process_alive ? report.warnings : report.problems).push_back("interrupted " + save.description);
+    (save.save_in_progress ? report.warnings : report.problems).push_back("interrupted " + save.description);
   }
   // 2. the checkpoint's files
   CheckpointLocation location;
@@ -233,9 +239,20 @@ VerifyReport verify_checkpoint(const fs::path& path, bool progress) {
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(location.directory, ec)) {
       const std::string name = entry.path().filename().string();
-      if (name != *report.index && io::is_pattern_output(name, location.pattern) && !shard_position.contains(name)) {
+      if (name != *report.index && commit::is_pattern_output(name, location.pattern) && !shard_position.contains(name)) {
         report.warnings.push_back("stray file " + name + " matches the shard pattern but the index does not use it");
       }
+    }
+  }
+  // 5. content: every tensor's bytes against quicksave's checksum manifest (as loads read the folder)
+  if (report.problems.empty()) {
+    try {
+      const ChecksumReport sums = verify_checksums(location.directory, location.pattern);
+      report.manifest_found = sums.manifest_found;
+      report.checksummed_tensors = sums.tensors_checked;
+      for (const auto& m : sums.mismatches) report.problems.push_back("checksum: " + m.what);
+    } catch (const Error& e) {
+      report.problems.push_back(std::string("checksum: ") + e.what());
     }
   }
   return report;
@@ -249,7 +266,10 @@ Validates a checkpoint completely: every shard header (the safetensors reader's 
 JSON, dtypes, offsets contiguous and in range, shapes matching byte counts, file size), the index
 (JSON schema, shard names without absolute paths or `..`, metadata.total_size), index <-> shards
 consistency (every weight_map entry exists in its shard, every shard tensor is in the index, no
-tensor in two shards), and reads every byte (an XXH64 checksum per file is printed). It also
+tensor in two shards), and reads every byte (an XXH64 checksum per file is printed). When the
+folder has quicksave's checksum manifest (written by every quicksave save), each tensor's bytes
+are compared with the hashes taken when it was saved; a mismatch names the file, the tensor and
+the byte range. It also
 reports what an interrupted save left behind (run `quicksave recover` to repair it). Nothing is
 changed on disk.
 
@@ -270,13 +290,14 @@ nlohmann::json to_json(const VerifyReport& r) {
   }
   nlohmann::json leftovers = nlohmann::json::array();
   for (const auto& l : r.leftovers) {
-    leftovers.push_back({{"path", l.path.string()}, {"kind", io::to_string(l.kind)}, {"pid", l.pid}, {"process_alive", l.process_alive},
+    leftovers.push_back({{"path", l.path.string()}, {"kind", commit::to_string(l.kind)}, {"save_in_progress", l.save_in_progress},
                          {"tag", l.tag}});
   }
   return {{"path", r.path.string()}, {"valid", r.valid()}, {"kind", r.kind},
           {"index", r.index ? nlohmann::json(*r.index) : nlohmann::json(nullptr)}, {"files", files},
           {"tensors", r.tensors}, {"data_bytes", r.data_bytes}, {"bytes_read", r.bytes_read},
-          {"problems", r.problems}, {"warnings", r.warnings}, {"interrupted_save", leftovers}};
+          {"problems", r.problems}, {"warnings", r.warnings}, {"interrupted_save", leftovers},
+          {"checksums", {{"manifest", r.manifest_found}, {"tensors", r.checksummed_tensors}}}};
 }
 
 }  // namespace
@@ -293,9 +314,9 @@ int run_verify(std::span<const std::string> argv) {
     std::printf("%s\n", to_json(report).dump(2).c_str());
     return report.valid() ? kExitOk : kExitFailure;
   }
-  std::string out = "verifying " + path.string() + ": ";
+  std::string out = "verifying " + printable(path.string()) + ": ";
   if (report.kind == "sharded") {
-    out += "sharded checkpoint, index " + *report.index + ", " + std::to_string(report.files.size()) + " shards\n";
+    out += "sharded checkpoint, index " + printable(*report.index) + ", " + std::to_string(report.files.size()) + " shards\n";
   } else if (report.kind == "single") {
     out += "single-file checkpoint\n";
   } else {
@@ -308,9 +329,15 @@ int run_verify(std::span<const std::string> argv) {
                f.xxh64 ? hex64(*f.xxh64) : "-"});
   }
   if (!report.files.empty()) out += table.str();
-  for (const auto& p : report.problems) out += "problem: " + p + "\n";
-  for (const auto& w : report.warnings) out += "warning: " + w + "\n";
-  if (std::any_of(report.leftovers.begin(), report.leftovers.end(), [](const auto& l) { return !l.process_alive; })) {
+  if (report.manifest_found && report.valid()) {
+    out += "checksums: " + std::to_string(report.checksummed_tensors) + " tensors match the manifest written at save time\n";
+  } else if (!report.manifest_found && report.kind != "none") {
+    out += "checksums: no quicksave manifest (tensor bytes checked for readability only)\n";
+  }
+  // Problems quote tensor and file names from the checkpoint: escaped, one line each.
+  for (const auto& p : report.problems) out += "problem: " + printable(p) + "\n";
+  for (const auto& w : report.warnings) out += "warning: " + printable(w) + "\n";
+  if (std::any_of(report.leftovers.begin(), report.leftovers.end(), [](const auto& l) { return !l.save_in_progress; })) {
     out += "hint: `quicksave recover " + checkpoint_folder(path).string() + "` completes or rolls back the interrupted save\n";
   }
   if (report.valid()) {

@@ -29,7 +29,9 @@ struct VerifyReport {
   std::uint64_t bytes_read = 0;
   std::vector<std::string> problems;   // each one makes the checkpoint invalid
   std::vector<std::string> warnings;   // worth knowing, not invalid
-  std::vector<Leftover> leftovers;     // of interrupted saves (dead process: also a problem)
+  std::vector<Leftover> leftovers;     // of interrupted saves (none in progress: also a problem)
+  bool manifest_found = false;         // quicksave's checksum manifest was there and checked
+  std::uint64_t checksummed_tensors = 0;
   bool valid() const { return problems.empty(); }
 };
 

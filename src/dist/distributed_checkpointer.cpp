@@ -9,8 +9,10 @@
 #include <cstring>
 #include <set>
 
+#include "commit/file_system.hpp"
 #include "dist/assignment.hpp"
 #include "dist/store_coordinator.hpp"
+#include "io/backend.hpp"
 #include "plan/save_plan.hpp"
 #include "plan/shared_tensors.hpp"
 #include "quicksave/dist.hpp"
@@ -259,7 +261,7 @@ SaveHandle DistributedCheckpointer::save_async(const StateDict& local, const std
   config.timeout = d.options.timeout;
   config.file_owner = std::move(file_owner);
   auto coordinator = dist::make_store_coordinator(std::move(config), std::move(assignment));
-  return d.checkpointer.submit(std::move(plan), directory, options.is_main_process, std::move(coordinator));
+  return d.checkpointer.submit(std::move(plan), directory, options, std::move(coordinator));
 }
 
 SaveResult DistributedCheckpointer::save(const StateDict& local, const std::filesystem::path& directory, const SaveOptions& options) {

@@ -23,17 +23,22 @@ class StoreCoordinator : public engine::SaveCoordinator {
 
   const engine::Assignment& assignment() const override { return assignment_; }
 
-  void begin(io::IoBackend& io, const plan::SavePlan& plan, const std::filesystem::path& directory,
-             bool is_main_process) override {
-    io_ = &io;
+  // No checksum manifest: each rank stages only its share, so no rank holds every hash.
+  void begin(commit::FileSystem& fs, const plan::SavePlan& plan, const std::filesystem::path& directory,
+             const engine::CommitSettings& settings) override {
+    fs_ = &fs;
     for (const auto& file : plan.files) names_.push_back(file.filename);
     start_heartbeat();
     if (config_.rank == 0) {
-      commit_.emplace(io::Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process));
+      commit_.emplace(commit::Commit::begin(fs, directory,
+                                            commit::BeginOptions{.pattern = plan.pattern,
+                                                                 .outputs = plan.output_names(),
+                                                                 .is_main_process = settings.is_main_process,
+                                                                 .wait_for_lock = settings.wait_for_lock}));
       layout_ = commit_->layout();
       config_.store->set(key("layout"), layout_.to_string());
     } else {
-      layout_ = io::StagingLayout::parse(wait_for(key("layout"), 0, "to prepare the commit"));
+      layout_ = commit::StagingLayout::parse(wait_for(key("layout"), 0, "to prepare the commit"));
     }
   }
 
@@ -49,19 +54,25 @@ class StoreCoordinator : public engine::SaveCoordinator {
     for (const int owner : owners) wait_for(key("created/" + std::to_string(owner)), owner, "to create its files");
   }
 
-  io::CommitResult publish(io::IoBackend& io, const plan::SavePlan& plan) override {
+  commit::CommitResult publish(const plan::SavePlan& plan, const std::optional<std::string>&) override {
     config_.store->set(key("done/" + std::to_string(config_.rank)), "1");
     if (config_.rank != 0) {
       wait_for(key("published"), 0, "to publish the checkpoint");
       stop_heartbeat();
-      return io::CommitResult{layout_.mode, {}, std::nullopt, {}};
+      return commit::CommitResult{layout_.mode, {}, {}};
     }
     for (int r = 1; r < config_.world_size; ++r) wait_for(key("done/" + std::to_string(r)), r, "to make its files durable");
-    if (plan.index_filename) io.write_file_durably(commit_->staging_path(*plan.index_filename), plan.index_json);
-    io::CommitResult result = commit_->publish();
+    std::vector<std::pair<std::string, std::string>> small_files;
+    if (plan.index_filename) small_files.emplace_back(*plan.index_filename, plan.index_json);
+    commit::CommitResult result = commit_->publish(small_files);
     config_.store->set(key("published"), "1");
     stop_heartbeat();
     return result;
+  }
+
+  void release_previous() noexcept override {
+    if (commit_) commit_->release_previous();
+    commit_.reset();
   }
 
   void abort(const std::exception_ptr& error) noexcept override {
@@ -83,11 +94,11 @@ class StoreCoordinator : public engine::SaveCoordinator {
       commit_.reset();
       return;
     }
-    if (io_ != nullptr && !layout_.target.empty()) {
+    if (fs_ != nullptr && !layout_.target.empty()) {
       for (const auto& f : assignment_.files) {
         if (!f.owner) continue;
         try {
-          io_->remove(staging_path(owned_name(f.file)));
+          fs_->remove(staging_path(owned_name(f.file)));
         } catch (...) {
         }
       }
@@ -168,9 +179,9 @@ class StoreCoordinator : public engine::SaveCoordinator {
   CoordinatorConfig config_;
   engine::Assignment assignment_;
   std::vector<std::string> names_;  // the plan's file names, for abort
-  io::IoBackend* io_ = nullptr;
-  std::optional<io::Commit> commit_;
-  io::StagingLayout layout_;
+  commit::FileSystem* fs_ = nullptr;
+  std::optional<commit::Commit> commit_;
+  commit::StagingLayout layout_;
   std::thread heartbeat_;
   std::mutex heartbeat_mutex_;
   std::condition_variable heartbeat_wake_;

@@ -3,7 +3,7 @@
 // publishes a heartbeat while it takes part; a wait for another rank fails once that rank has been
 // silent for the timeout, so a dead rank turns into an error naming it instead of a hang.
 //
-// Protocol (every rank runs it on an engine worker; rank 0 runs io::Commit):
+// Protocol (every rank runs it on an engine worker; rank 0 runs commit::Commit):
 //   1. rank 0: Commit::begin, then set <p>/layout (where every output is staged);
 //      other ranks: wait for <p>/layout.
 //   2. each rank creates the files it owns, then sets <p>/created/<rank>; before opening a file

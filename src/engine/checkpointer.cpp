@@ -8,7 +8,11 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <set>
 
+#include "commit/commit.hpp"
+#include "commit/file_system.hpp"
 #include "engine/save_job.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
@@ -24,6 +28,7 @@ struct Checkpointer::Impl {
   CheckpointerOptions options;
   boost::asio::thread_pool workers;
   std::unique_ptr<io::IoBackend> io;
+  std::unique_ptr<commit::FileSystem> fs;
   std::string fallback_reason;
   std::unique_ptr<stage::PinnedPool> pool;
   std::unique_ptr<stage::Copier> host_copier;
@@ -34,31 +39,50 @@ struct Checkpointer::Impl {
   std::mutex mutex;
   std::condition_variable idle;
   unsigned running = 0;
-  std::deque<std::shared_ptr<engine::SaveJob>> waiting;
+  struct Queued {
+    std::shared_ptr<engine::SaveJob> job;
+    std::filesystem::path target;
+  };
+  std::deque<Queued> waiting;
+  // The folders of the saves running now. A second save into one of them waits in the queue
+  // rather than on the folder's lock (which would hold a worker thread, or fail with busy).
+  std::multiset<std::filesystem::path> running_targets;
 
   stage::Executor executor() {
     return [this](std::function<void()> task) { boost::asio::post(workers, std::move(task)); };
   }
 
+  // Under `mutex`: the first waiting save that may start now, taken out of the queue.
+  std::optional<Queued> next_startable() {
+    if (running >= options.max_in_flight_saves) return std::nullopt;
+    for (auto it = waiting.begin(); it != waiting.end(); ++it) {
+      if (!running_targets.contains(it->target)) {
+        Queued next = std::move(*it);
+        waiting.erase(it);
+        ++running;
+        running_targets.insert(next.target);
+        return next;
+      }
+    }
+    return std::nullopt;
+  }
+
   // A job ended (committed or failed): let the next waiting one in.
-  void job_finished(engine::SaveJob* job) {
-    std::shared_ptr<engine::SaveJob> next;
+  void job_finished(engine::SaveJob* job, const std::filesystem::path& target) {
+    std::vector<std::shared_ptr<engine::SaveJob>> start;
     {
       std::lock_guard lock(mutex);
-      const auto queued = std::find_if(waiting.begin(), waiting.end(), [job](const auto& j) { return j.get() == job; });
+      const auto queued = std::find_if(waiting.begin(), waiting.end(), [job](const auto& q) { return q.job.get() == job; });
       if (queued != waiting.end()) {
         waiting.erase(queued);  // cancelled before it started
       } else {
         --running;
-        if (!waiting.empty()) {
-          next = waiting.front();
-          waiting.pop_front();
-          ++running;
-        }
+        running_targets.erase(running_targets.find(target));
+        while (auto next = next_startable()) start.push_back(std::move(next->job));
       }
     }
     idle.notify_all();
-    if (next) boost::asio::post(workers, [next] { next->start(); });
+    for (auto& next : start) boost::asio::post(workers, [next] { next->start(); });
   }
 };
 
@@ -112,9 +136,11 @@ CheckpointerOptions CheckpointerOptions::from_env() {
 
 Checkpointer::Checkpointer(CheckpointerOptions options) : Checkpointer(options, nullptr) {}
 
-Checkpointer::Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend) {
+Checkpointer::Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend,
+                           std::unique_ptr<commit::FileSystem> file_system) {
   validate(options);
   impl_ = std::make_unique<Impl>(options);
+  impl_->fs = file_system ? std::move(file_system) : commit::make_posix_file_system();
   if (backend) {
     impl_->io = std::move(backend);
   } else {
@@ -160,14 +186,17 @@ SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::f
   }
 #endif
   plan::SavePlan plan = plan::make_save_plan(std::move(tensors), options, impl_->options.chunk_bytes);
-  return submit(std::move(plan), directory, options.is_main_process, nullptr);
+  return submit(std::move(plan), directory, options, nullptr);
 }
 
-SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path& directory, bool is_main_process,
+SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path& directory, const SaveOptions& options,
                                 std::unique_ptr<engine::SaveCoordinator> coordinator) {
   engine::JobEnvironment env;
   env.executor = impl_->executor();
   env.io = impl_->io.get();
+  env.fs = impl_->fs.get();
+  env.checksums = options.checksums;
+  env.wait_for_lock = options.wait_for_lock;
   env.pool = impl_->pool.get();
   env.host_copier = impl_->host_copier.get();
 #if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
@@ -179,21 +208,24 @@ SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path
 #endif
   env.direct_io = impl_->options.direct_io;
   env.fsync = impl_->options.fsync;
-  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, is_main_process, std::move(env), std::move(coordinator));
+  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, options.is_main_process, std::move(env),
+                                               std::move(coordinator));
+  const std::filesystem::path target = commit::normalized_target(directory);
   Impl* impl = impl_.get();
   engine::SaveJob* raw = job.get();
   // Set after construction: the callback needs the job's address.
-  job->set_on_finished([impl, raw] { impl->job_finished(raw); });
+  job->set_on_finished([impl, raw, target] { impl->job_finished(raw, target); });
   bool start_now = false;
   {
     std::lock_guard lock(impl_->mutex);
-    if (impl_->running < impl_->options.max_in_flight_saves) {
+    if (impl_->running < impl_->options.max_in_flight_saves && !impl_->running_targets.contains(target)) {
       ++impl_->running;
+      impl_->running_targets.insert(target);
       start_now = true;
-    } else if (impl_->options.when_busy == WhenBusy::fail) {
+    } else if (impl_->options.when_busy == WhenBusy::fail && impl_->running >= impl_->options.max_in_flight_saves) {
       throw Error(ErrorCode::resource_exhausted, std::to_string(impl_->running) + " saves are in flight (max_in_flight_saves)");
     } else {
-      impl_->waiting.push_back(job);
+      impl_->waiting.push_back(Impl::Queued{job, target});
     }
   }
   if (start_now) boost::asio::post(impl_->workers, [job] { job->start(); });

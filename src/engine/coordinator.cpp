@@ -1,7 +1,10 @@
-// LocalCoordinator: the single-process commit (io::Commit) behind the SaveCoordinator interface.
+// LocalCoordinator: the single-process commit (commit::Commit) behind the SaveCoordinator interface.
 #include "engine/coordinator.hpp"
 
 #include <optional>
+
+#include "commit/names.hpp"
+#include "engine/sync_writer.hpp"
 
 namespace quicksave::engine {
 
@@ -20,23 +23,38 @@ class LocalCoordinator : public SaveCoordinator {
 
   const Assignment& assignment() const override { return assignment_; }
 
-  void begin(io::IoBackend& io, const plan::SavePlan& plan, const std::filesystem::path& directory,
-             bool is_main_process) override {
-    commit_.emplace(io::Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process));
+  void begin(commit::FileSystem& fs, const plan::SavePlan& plan, const std::filesystem::path& directory,
+             const CommitSettings& settings) override {
+    checksums_ = settings.checksums;
+    commit_.emplace(commit::Commit::begin(fs, directory,
+                                          commit::BeginOptions{.pattern = plan.pattern,
+                                                               .outputs = commit_outputs(plan, settings.checksums),
+                                                               .is_main_process = settings.is_main_process,
+                                                               .wait_for_lock = settings.wait_for_lock}));
   }
+
+  bool publishes_manifest() const override { return checksums_; }
 
   std::filesystem::path staging_path(const std::string& name) const override { return commit_->staging_path(name); }
 
-  io::CommitResult publish(io::IoBackend& io, const plan::SavePlan& plan) override {
-    if (plan.index_filename) io.write_file_durably(commit_->staging_path(*plan.index_filename), plan.index_json);
-    return commit_->publish();
+  commit::CommitResult publish(const plan::SavePlan& plan, const std::optional<std::string>& manifest_json) override {
+    std::vector<std::pair<std::string, std::string>> small_files;
+    if (plan.index_filename) small_files.emplace_back(*plan.index_filename, plan.index_json);
+    if (manifest_json) small_files.emplace_back(commit::manifest_name(plan.pattern), *manifest_json);
+    return commit_->publish(small_files);
+  }
+
+  void release_previous() noexcept override {
+    if (commit_) commit_->release_previous();
+    commit_.reset();
   }
 
   void abort(const std::exception_ptr&) noexcept override { commit_.reset(); }
 
  private:
   Assignment assignment_;
-  std::optional<io::Commit> commit_;
+  bool checksums_ = false;
+  std::optional<commit::Commit> commit_;
 };
 
 }  // namespace

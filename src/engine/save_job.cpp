@@ -3,6 +3,9 @@
 
 #include <cstring>
 
+#include "commit/names.hpp"
+#include "format/manifest.hpp"
+
 #include "quicksave/error.hpp"
 
 namespace quicksave::engine {
@@ -73,8 +76,11 @@ void SaveJob::start() {
 }
 
 void SaveJob::begin_commit_and_files() {
-  coordinator_->begin(*env_.io, plan_, directory_, is_main_process_);
+  coordinator_->begin(*env_.fs, plan_, directory_,
+                      CommitSettings{.is_main_process = is_main_process_, .wait_for_lock = env_.wait_for_lock,
+                                     .checksums = env_.checksums});
   const Assignment& assignment = coordinator_->assignment();
+  if (env_.checksums && coordinator_->publishes_manifest()) checksums_.emplace(plan_, work_chunks());
   const std::uint64_t alignment = env_.io->direct_alignment();
   chunks_left_in_file_.assign(plan_.files.size(), 0);
   for (const auto& chunk : work_chunks()) ++chunks_left_in_file_[chunk.file];
@@ -135,6 +141,8 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     return;
   }
   const plan::Chunk& chunk = work_chunks()[chunk_index];
+  // While the bytes are in the pool (and likely in cache): the manifest's hashes cost no second pass.
+  if (checksums_) checksums_->record(chunk_index, lease->data());
   bytes_staged_ += chunk.length;
   bool all_staged = false;
   bool stop = false;
@@ -235,8 +243,13 @@ void SaveJob::finalize() {
       std::lock_guard lock(mutex_);
       if (failed_) return;  // cancelled or failed meanwhile: the failure path finishes the job
     }
-    io::CommitResult committed = coordinator_->publish(*env_.io, plan_);
-    result.commit_mode = io::to_string(committed.mode);
+    std::optional<std::string> manifest;
+    if (checksums_) {
+      manifest = format::manifest_to_json(checksums_->manifest());
+      result.manifest = commit::manifest_name(plan_.pattern);
+    }
+    const commit::CommitResult committed = coordinator_->publish(plan_, manifest);
+    result.commit_mode = commit::to_string(committed.mode);
     result.removed_stale = committed.removed;
     {
       // Published is committed, whatever a late cancel() says.
@@ -244,14 +257,9 @@ void SaveJob::finalize() {
       finished_ = true;
     }
     committed_promise_.set_value(std::move(result));
-    if (committed.deferred_removal) {
-      // The previous checkpoint's tree: deleting big files blocks for seconds, so it happens
-      // after `committed` has fired.
-      try {
-        env_.io->remove_all(*committed.deferred_removal);
-      } catch (...) {
-      }
-    }
+    // The previous checkpoint's tree: deleting big files blocks for seconds, so it happens
+    // after `committed` has fired; then the folder's lock goes.
+    coordinator_->release_previous();
     env_.on_finished();
   } catch (...) {
     fail(std::current_exception());

@@ -2,14 +2,15 @@
 //   1. start (worker): the coordinator begins the commit; create the files this process owns
 //      (preallocated), open those it shares, ask the pool for one lease per chunk of its
 //      assignment (served first-come first-served as buffers free up);
-//   2. per chunk, as its lease arrives (worker): the copier fills the lease; when the last chunk
-//      is staged, `staged` fires;
+//   2. per chunk, as its lease arrives (worker): the copier fills the lease; its tensor bytes are
+//      hashed there for the checksum manifest; when the last chunk is staged, `staged` fires;
 //   3. per chunk, once staged: the backend writes it (O_DIRECT: padded to the alignment); when it
 //      lands, the lease goes back to the pool and write-back of the range is started;
 //   4. per file, when its last chunk has landed (worker): truncate the padding, fsync, close;
-//   5. when every file is closed (worker): the coordinator publishes (the index, then the commit
-//      protocol of io/commit.cpp), `committed` fires; removing the previous checkpoint's tree
-//      (exchange mode) comes after, off the critical path.
+//   5. when every file is closed (worker): the coordinator publishes (the index and manifest, then
+//      the commit protocol of commit/commit.cpp), `committed` fires; removing the previous
+//      checkpoint's tree (exchange mode) and releasing the folder's lock come after, off the
+//      critical path.
 // The first error (or cancel()) stops new work; once every copy and write in flight has come
 // back, files are closed, the coordinator aborts (temporaries removed, previous checkpoint
 // untouched) and both futures carry the error. Nothing throws across threads.
@@ -22,6 +23,8 @@
 #include <mutex>
 #include <optional>
 
+#include "commit/file_system.hpp"
+#include "engine/checksums.hpp"
 #include "engine/coordinator.hpp"
 #include "io/backend.hpp"
 #include "plan/save_plan.hpp"
@@ -34,6 +37,7 @@ namespace quicksave::engine {
 struct JobEnvironment {
   stage::Executor executor;
   io::IoBackend* io = nullptr;
+  commit::FileSystem* fs = nullptr;
   stage::PinnedPool* pool = nullptr;
   stage::Copier* host_copier = nullptr;
   // Chunks that read GPU memory go to this save's device copier (CUDA builds, saves with CUDA
@@ -41,6 +45,8 @@ struct JobEnvironment {
   std::shared_ptr<stage::Copier> device_copier;
   bool direct_io = false;
   bool fsync = true;
+  bool checksums = true;       // hash the staged bytes into the manifest (when the coordinator publishes one)
+  bool wait_for_lock = false;  // another writer holds the folder: wait rather than fail with busy
   // Called once when the job has finished for good (after both futures are set).
   std::function<void()> on_finished;
 };
@@ -83,6 +89,7 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   const std::vector<plan::Chunk>& work_chunks() const { return coordinator_->assignment().chunks; }
 
   std::unique_ptr<SaveCoordinator> coordinator_;
+  std::optional<ChecksumRecorder> checksums_;  // set in begin_commit_and_files when the manifest is published
   std::vector<io::FileHandle> files_;  // indexed like plan_.files; open only for assigned files
   std::vector<std::size_t> chunks_left_in_file_;  // guarded by mutex_
   std::size_t files_left_ = 0;                    // guarded by mutex_

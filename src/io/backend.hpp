@@ -1,7 +1,7 @@
-// IoBackend: how quicksave touches the filesystem. Writes are asynchronous (submit, then a
-// completion callback on the backend's own thread); everything else is a plain blocking call made
-// from a worker thread. Every operation that can fail reports an Error whose message names the
-// call, the file and the bytes, e.g.
+// IoBackend: how quicksave writes the bytes of a checkpoint's files (the data path). Writes are
+// asynchronous (submit, then a completion callback on the backend's own thread); create, sync,
+// truncate and close are plain blocking calls made from a worker thread. Every operation that
+// can fail reports an Error whose message names the call, the file and the bytes, e.g.
 //   "pwrite: No space left on device (file=/ckpt/model-00002-of-00004.safetensors, offset=8388608, bytes=8388608)".
 //
 // Backends: PosixBackend (pwrite on a thread pool), UringBackend (liburing, registered buffers,
@@ -82,20 +82,8 @@ class IoBackend {
   virtual void truncate(FileHandle file, std::uint64_t size) = 0;
   virtual void close(FileHandle file) = 0;
 
-  // Namespace operations (blocking).
-  virtual void rename(const fs::path& from, const fs::path& to) = 0;
-  // Atomically swaps two existing paths (renameat2 RENAME_EXCHANGE). Throws
-  // ErrorCode::unavailable when the filesystem cannot.
-  virtual void exchange(const fs::path& a, const fs::path& b) = 0;
-  // Creates `to` as a second name of the file `from` (link(2)). Throws ErrorCode::unavailable
-  // when the filesystem has no hard links.
-  virtual void hard_link(const fs::path& from, const fs::path& to);
-  virtual void remove(const fs::path& path) = 0;          // a file (unlink)
-  virtual void remove_all(const fs::path& path) = 0;      // a directory tree
-  virtual void make_directory(const fs::path& path) = 0;  // one level; exists = error
-  virtual void sync_directory(const fs::path& path) = 0;  // fsync of the directory itself
-  // Writes a small file completely and makes it durable (create, write, fsync, close).
-  virtual void write_file_durably(const fs::path& path, std::string_view contents) = 0;
+  // Namespace operations (rename, link, directory sync, ...) are not here: the commit protocol
+  // makes them through commit::FileSystem, its own seam.
 
   virtual BackendStats stats() const { return {}; }
 };

@@ -5,6 +5,8 @@
 // tell them from the kernel's.
 #include "io/fault_backend.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <thread>
 #include <utility>
@@ -14,39 +16,40 @@
 
 namespace quicksave::io {
 
-namespace {
-
-constexpr std::size_t kOpCount = static_cast<std::size_t>(FaultOp::hard_link) + 1;
-
-std::size_t index_of(FaultOp op) { return static_cast<std::size_t>(op); }
-
-}  // namespace
-
-FaultBackend::FaultBackend(std::unique_ptr<IoBackend> inner, FaultSpec spec) : inner_(std::move(inner)), spec_(spec) {
-  static_assert(kOpCount == sizeof(counts_) / sizeof(counts_[0]), "one counter per FaultOp");
-  if (!inner_) throw Error(ErrorCode::invalid_argument, "FaultBackend: no inner backend");
-  if (spec_.nth < 0) throw Error(ErrorCode::invalid_argument, "FaultBackend: nth must be >= 0, got " + std::to_string(spec_.nth));
-  if (spec_.latency.count() < 0) throw Error(ErrorCode::invalid_argument, "FaultBackend: latency must not be negative");
+FaultPlan::FaultPlan(FaultSpec spec) : spec_(spec) {
+  if (spec_.nth < 0) throw Error(ErrorCode::invalid_argument, "FaultPlan: nth must be >= 0, got " + std::to_string(spec_.nth));
+  if (spec_.latency.count() < 0) throw Error(ErrorCode::invalid_argument, "FaultPlan: latency must not be negative");
 }
 
-int FaultBackend::calls(FaultOp op) const { return counts_[index_of(op)].load(); }
-
-std::string FaultBackend::name() const { return "fault(" + inner_->name() + ")"; }
-
-bool FaultBackend::should_fail(FaultOp op) {
-  const int call = counts_[index_of(op)].fetch_add(1) + 1;
-  if (op != spec_.op || (spec_.nth != 0 && call != spec_.nth)) return false;
+bool FaultPlan::should_fail(FaultOp op) {
+  const int call = counts_[static_cast<std::size_t>(op)].fetch_add(1) + 1;
+  const int any_call = counts_[static_cast<std::size_t>(FaultOp::any)].fetch_add(1) + 1;
+  const bool selected = spec_.op == FaultOp::any ? (spec_.nth == 0 || any_call == spec_.nth)
+                                                 : op == spec_.op && (spec_.nth == 0 || call == spec_.nth);
+  if (!selected) return false;
   // A short write only means something for write(), and is marked fired by write() once it has
   // actually split one (a write too small to split is not one).
   if (spec_.kind == FaultKind::short_write) return op == FaultOp::write;
+  if (spec_.kind == FaultKind::crash) ::_exit(kInjectedCrashExitCode);  // no destructors, no flush: a crash
   fired_ = true;
   if (spec_.kind == FaultKind::latency) std::this_thread::sleep_for(spec_.latency);
   return true;
 }
 
-void FaultBackend::fail(const char* call, const std::string& context) const {
+void FaultPlan::fail(const char* call, const std::string& context) const {
   throw io_error(call, spec_.kind == FaultKind::enospc ? ENOSPC : EIO, "injected, " + context);
 }
+
+FaultBackend::FaultBackend(std::unique_ptr<IoBackend> inner, FaultSpec spec)
+    : FaultBackend(std::move(inner), std::make_shared<FaultPlan>(spec)) {}
+
+FaultBackend::FaultBackend(std::unique_ptr<IoBackend> inner, std::shared_ptr<FaultPlan> plan)
+    : inner_(std::move(inner)), plan_(std::move(plan)) {
+  if (!inner_) throw Error(ErrorCode::invalid_argument, "FaultBackend: no inner backend");
+  if (!plan_) throw Error(ErrorCode::invalid_argument, "FaultBackend: no fault plan");
+}
+
+std::string FaultBackend::name() const { return "fault(" + inner_->name() + ")"; }
 
 FaultBackend::OpenedFile FaultBackend::opened(FileHandle file) const {
   std::lock_guard lock(files_mutex_);
@@ -55,7 +58,7 @@ FaultBackend::OpenedFile FaultBackend::opened(FileHandle file) const {
 }
 
 FileHandle FaultBackend::create(const fs::path& path, const OpenOptions& options) {
-  if (should_fail(FaultOp::create) && injects_error()) fail("open", "file=" + path.string());
+  if (plan_->should_fail(FaultOp::create) && plan_->injects_error()) plan_->fail("open", "file=" + path.string());
   const FileHandle handle = inner_->create(path, options);
   std::lock_guard lock(files_mutex_);
   files_[handle.id] = OpenedFile{path, options.direct};
@@ -63,25 +66,28 @@ FileHandle FaultBackend::create(const fs::path& path, const OpenOptions& options
 }
 
 void FaultBackend::close(FileHandle file) {
+  const bool fail = plan_->should_fail(FaultOp::close) && plan_->injects_error();
+  const OpenedFile closed = opened(file);
   {
     std::lock_guard lock(files_mutex_);
     files_.erase(file.id);
   }
-  inner_->close(file);
+  inner_->close(file);  // a failing close(2) still releases the descriptor
+  if (fail) plan_->fail("close", "file=" + closed.path.string());
 }
 
 void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
                          Completion done) {
-  if (!should_fail(FaultOp::write) || spec_.kind == FaultKind::latency) {
+  if (!plan_->should_fail(FaultOp::write) || plan_->spec().kind == FaultKind::latency) {
     inner_->write(file, offset, buffer, length, std::move(done));
     return;
   }
   const OpenedFile target = opened(file);
-  if (injects_error()) {
+  if (plan_->injects_error()) {
     const char* call = inner_->name() == "io_uring" ? "io_uring write" : "pwrite";
     std::exception_ptr error;
     try {
-      fail(call, detail::write_context(target.path, offset, length));
+      plan_->fail(call, detail::write_context(target.path, offset, length));
     } catch (...) {
       error = std::current_exception();
     }
@@ -99,7 +105,7 @@ void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte*
     inner_->write(file, offset, buffer, length, std::move(done));
     return;
   }
-  fired_ = true;
+  plan_->mark_fired();
   IoBackend* inner = inner_.get();
   inner_->write(file, offset, buffer, first,
                 [inner, file, offset, buffer, length, first, done = std::move(done)](std::exception_ptr error) mutable {
@@ -112,45 +118,15 @@ void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte*
 }
 
 void FaultBackend::sync(FileHandle file) {
-  if (should_fail(FaultOp::sync) && injects_error()) fail("fsync", "file=" + opened(file).path.string());
+  if (plan_->should_fail(FaultOp::sync) && plan_->injects_error()) plan_->fail("fsync", "file=" + opened(file).path.string());
   inner_->sync(file);
 }
 
-void FaultBackend::rename(const fs::path& from, const fs::path& to) {
-  if (should_fail(FaultOp::rename) && injects_error()) fail("rename", "from=" + from.string() + ", to=" + to.string());
-  inner_->rename(from, to);
-}
-
-void FaultBackend::exchange(const fs::path& a, const fs::path& b) {
-  if (should_fail(FaultOp::exchange) && injects_error()) fail("renameat2", "a=" + a.string() + ", b=" + b.string());
-  inner_->exchange(a, b);
-}
-
-void FaultBackend::remove(const fs::path& path) {
-  if (should_fail(FaultOp::remove) && injects_error()) fail("unlink", "file=" + path.string());
-  inner_->remove(path);
-}
-
-void FaultBackend::hard_link(const fs::path& from, const fs::path& to) {
-  if (should_fail(FaultOp::hard_link) && injects_error()) fail("link", "from=" + from.string() + ", to=" + to.string());
-  inner_->hard_link(from, to);
-}
-
-void FaultBackend::make_directory(const fs::path& path) {
-  if (should_fail(FaultOp::make_directory) && injects_error()) fail("mkdir", "dir=" + path.string());
-  inner_->make_directory(path);
-}
-
-void FaultBackend::sync_directory(const fs::path& path) {
-  if (should_fail(FaultOp::sync_directory) && injects_error()) fail("fsync", "dir=" + path.string());
-  inner_->sync_directory(path);
-}
-
-void FaultBackend::write_file_durably(const fs::path& path, std::string_view contents) {
-  if (should_fail(FaultOp::write_file) && injects_error()) {
-    fail("pwrite", detail::write_context(path, 0, contents.size()));
+void FaultBackend::truncate(FileHandle file, std::uint64_t size) {
+  if (plan_->should_fail(FaultOp::truncate) && plan_->injects_error()) {
+    plan_->fail("ftruncate", "file=" + opened(file).path.string() + ", size=" + std::to_string(size));
   }
-  inner_->write_file_durably(path, contents);
+  inner_->truncate(file, size);
 }
 
 }  // namespace quicksave::io

@@ -1,5 +1,7 @@
-// FaultBackend: an IoBackend decorator that makes the Nth operation of a kind fail (or slows
-// operations down), for the fault-matrix and crash tests.
+// FaultBackend: an IoBackend decorator that makes the Nth operation of a kind fail, slow down, or
+// end the process (a crash at that exact point), for the fault-matrix and crash tests. The same
+// FaultPlan can drive commit::FaultFileSystem too, so "the Nth operation" counts across both
+// seams (the data path here, the namespace operations there).
 #pragma once
 
 #include <atomic>
@@ -13,13 +15,20 @@
 
 namespace quicksave::io {
 
-enum class FaultOp { create, write, sync, rename, exchange, remove, make_directory, sync_directory, write_file, hard_link };
+// Operations of the data seam (create, write, sync, truncate, close) and of the file-system seam
+// (rename ... lock); `any` selects the Nth operation of either, whatever it is.
+enum class FaultOp {
+  create, write, sync, rename, exchange, remove, make_directory, sync_directory, write_file, hard_link,
+  truncate, close, remove_all, lock, any
+};
 enum class FaultKind {
   eio,          // the call fails with EIO
   enospc,       // the call fails with ENOSPC
   short_write,  // write() transfers only part of the bytes once (the backend must continue it)
   latency,      // the call sleeps `latency` first, then succeeds
+  crash,        // the process ends at once (_exit(kInjectedCrashExitCode)) before the call is made
 };
+inline constexpr int kInjectedCrashExitCode = 86;
 
 struct FaultSpec {
   FaultOp op = FaultOp::write;
@@ -28,13 +37,38 @@ struct FaultSpec {
   std::chrono::milliseconds latency{0};
 };
 
+// The counters and the decision: which call misbehaves. Shared by the decorators of one test.
+class FaultPlan {
+ public:
+  explicit FaultPlan(FaultSpec spec);
+  const FaultSpec& spec() const { return spec_; }
+  // Counts a call of `op`; returns true when this call must misbehave (sleeping for latency, or
+  // never returning for crash). Sets fired() except for short_write, which the write path marks
+  // once it has really split a write.
+  bool should_fail(FaultOp op);
+  int calls(FaultOp op) const { return counts_[static_cast<std::size_t>(op)].load(); }
+  bool fired() const { return fired_.load(); }
+  void mark_fired() { fired_ = true; }
+  // True when the spec makes a selected call fail (eio, enospc) rather than slow or short.
+  bool injects_error() const { return spec_.kind == FaultKind::eio || spec_.kind == FaultKind::enospc; }
+  // Throws the injected error: "<call>: <strerror> (injected, <context>)".
+  [[noreturn]] void fail(const char* call, const std::string& context) const;
+
+ private:
+  FaultSpec spec_;
+  std::atomic<int> counts_[static_cast<std::size_t>(FaultOp::any) + 1] = {};
+  std::atomic<bool> fired_{false};
+};
+
 class FaultBackend : public IoBackend {
  public:
   FaultBackend(std::unique_ptr<IoBackend> inner, FaultSpec spec);
+  FaultBackend(std::unique_ptr<IoBackend> inner, std::shared_ptr<FaultPlan> plan);
   // How many calls of `op` have been made so far.
-  int calls(FaultOp op) const;
+  int calls(FaultOp op) const { return plan_->calls(op); }
   // True once the fault has been injected.
-  bool fired() const { return fired_.load(); }
+  bool fired() const { return plan_->fired(); }
+  const std::shared_ptr<FaultPlan>& plan() const { return plan_; }
 
   std::string name() const override;
   std::size_t direct_alignment() const override { return inner_->direct_alignment(); }
@@ -46,16 +80,8 @@ class FaultBackend : public IoBackend {
     inner_->start_writeback(file, offset, length);
   }
   void sync(FileHandle file) override;
-  void truncate(FileHandle file, std::uint64_t size) override { inner_->truncate(file, size); }
+  void truncate(FileHandle file, std::uint64_t size) override;
   void close(FileHandle file) override;
-  void rename(const fs::path& from, const fs::path& to) override;
-  void exchange(const fs::path& a, const fs::path& b) override;
-  void hard_link(const fs::path& from, const fs::path& to) override;
-  void remove(const fs::path& path) override;
-  void remove_all(const fs::path& path) override { inner_->remove_all(path); }
-  void make_directory(const fs::path& path) override;
-  void sync_directory(const fs::path& path) override;
-  void write_file_durably(const fs::path& path, std::string_view contents) override;
   BackendStats stats() const override { return inner_->stats(); }
 
  private:
@@ -64,19 +90,10 @@ class FaultBackend : public IoBackend {
     bool direct = false;
   };
 
-  // Counts a call of `op`; returns true when this call must misbehave (and sleeps for latency).
-  // Sets fired() except for short_write, which write() marks once it has really split a write.
-  bool should_fail(FaultOp op);
-  // True when the spec makes a selected call fail (eio, enospc) rather than slow or short.
-  bool injects_error() const { return spec_.kind == FaultKind::eio || spec_.kind == FaultKind::enospc; }
-  // Throws the injected error: "<call>: <strerror> (injected, <context>)".
-  [[noreturn]] void fail(const char* call, const std::string& context) const;
   OpenedFile opened(FileHandle file) const;
 
   std::unique_ptr<IoBackend> inner_;
-  FaultSpec spec_;
-  std::atomic<int> counts_[10] = {};
-  std::atomic<bool> fired_{false};
+  std::shared_ptr<FaultPlan> plan_;
   // Files created through this decorator: their paths name them in injected errors, and a short
   // write on an O_DIRECT one is split at an aligned boundary, as the kernel would, or the
   // continuation would be refused with EINVAL.

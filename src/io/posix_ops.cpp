@@ -198,18 +198,6 @@ void sync_directory(const fs::path& path) {
   if (rc != 0) throw io_error("fsync", e, dir_context(path));
 }
 
-void write_file_durably(const fs::path& path, std::string_view contents) {
-  const int fd = open_for_write(path, OpenOptions{});
-  try {
-    write_all(fd, path, 0, reinterpret_cast<const std::byte*>(contents.data()), contents.size());
-    sync_fd(fd, path);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  close_fd(fd, path);
-}
-
 FileHandle BlockingBackend::create(const fs::path& path, const OpenOptions& options) {
   const int fd = open_for_write(path, options);
   try {

@@ -70,7 +70,6 @@ void remove_file(const fs::path& path);
 void remove_tree(const fs::path& path);
 void make_directory(const fs::path& path);
 void sync_directory(const fs::path& path);
-void write_file_durably(const fs::path& path, std::string_view contents);
 
 // An IoBackend whose file and namespace operations are the blocking calls above; a subclass
 // supplies only the write path (write, drain, register_buffers, stats).
@@ -82,15 +81,6 @@ class BlockingBackend : public IoBackend {
   void truncate(FileHandle file, std::uint64_t size) override;
   void close(FileHandle file) override;
 
-  void rename(const fs::path& from, const fs::path& to) override { rename_path(from, to); }
-  void exchange(const fs::path& a, const fs::path& b) override { exchange_paths(a, b); }
-  void remove(const fs::path& path) override { remove_file(path); }
-  void remove_all(const fs::path& path) override { remove_tree(path); }
-  void make_directory(const fs::path& path) override { detail::make_directory(path); }
-  void sync_directory(const fs::path& path) override { detail::sync_directory(path); }
-  void write_file_durably(const fs::path& path, std::string_view contents) override {
-    detail::write_file_durably(path, contents);
-  }
 
  protected:
   FileTable files_;

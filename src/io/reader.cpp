@@ -6,10 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 
+#include "io/regular_file.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/reader.hpp"
 
@@ -29,56 +28,22 @@ struct SafetensorsFile::State {
   }
 };
 
-namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-void read_all(int fd, std::byte* dst, std::uint64_t size, const std::filesystem::path& path) {
-  std::uint64_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::pread(fd, dst + done, size - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw io_error("pread", errno, "file=" + path.string() + ", offset=" + std::to_string(done));
-    if (n == 0) throw Error(ErrorCode::corrupt, "file shrank while being read (file=" + path.string() + ")");
-    done += static_cast<std::uint64_t>(n);
-  }
-}
-
-}  // namespace
-
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path, bool use_mmap) {
   auto state = std::make_shared<State>();
   state->path = path;
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    const int err = errno;
-    if (err == ENOENT) throw Error(ErrorCode::not_found, "No such file or directory: " + path.string(), err);
-    throw io_error("open", err, "file=" + path.string());
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw io_error("fstat", errno, "file=" + path.string());
-  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::invalid_argument, path.string() + " is not a regular file");
-  state->size = static_cast<std::uint64_t>(st.st_size);
+  // Only regular files: a FIFO would block open() and read(), a device never ends.
+  const io::RegularFile fd = io::RegularFile::open(path);
+  state->size = fd.size();
   if (use_mmap && state->size > 0) {
     // Private and writable: tensors that view the mapping can be modified in place (copy-on-write)
     // without touching the file or faulting.
-    void* p = ::mmap(nullptr, state->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0);
+    void* p = ::mmap(nullptr, state->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.fd(), 0);
     if (p == MAP_FAILED) throw io_error("mmap", errno, "file=" + path.string());
     state->mapping = p;
     state->bytes = static_cast<const std::byte*>(p);
   } else {
     state->owned = std::make_unique<std::byte[]>(state->size);
-    read_all(fd.get(), state->owned.get(), state->size, path);
+    fd.read_exact(state->owned.get(), state->size, 0);
     state->bytes = state->owned.get();
   }
   const std::span<const std::byte> all(state->bytes, state->size);
@@ -114,15 +79,10 @@ std::span<const std::byte> SafetensorsFile::data(const TensorEntry& tensor) cons
 std::shared_ptr<const void> SafetensorsFile::keepalive() const { return state_; }
 
 ShardIndex read_index_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (!std::filesystem::exists(path)) throw Error(ErrorCode::not_found, "No such file or directory: " + path.string(), ENOENT);
-    throw Error(ErrorCode::io, "cannot read " + path.string());
-  }
-  std::stringstream text;
-  text << in.rdbuf();
+  // A regular file of bounded size: an index that is a FIFO or a link to /dev/zero fails at once.
+  const std::string text = io::RegularFile::open(path).read_all(kMaxIndexBytes, "index file");
   try {
-    return parse_index_json(text.str());
+    return parse_index_json(text);
   } catch (const Error& e) {
     throw Error(e.code(), std::string(e.what()) + " (file=" + path.string() + ")");
   }

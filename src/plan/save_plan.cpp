@@ -102,6 +102,11 @@ SavePlan make_save_plan(std::vector<TensorRef> tensors, const SaveOptions& optio
     throw invalid("chunk size must be a positive multiple of 4096 bytes, got " + std::to_string(chunk_bytes));
   }
   validate_inputs(tensors, remote_tensors_allowed);
+  for (const ProducerStream& producer : options.producer_streams) {
+    for (TensorRef& t : tensors) {
+      if (t.device.kind == DeviceKind::cuda && t.device.index == producer.device) t.producer_stream = producer.stream;
+    }
+  }
   SavePlan plan;
   plan.pattern = options.pattern();
   plan.chunk_bytes = chunk_bytes;

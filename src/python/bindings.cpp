@@ -31,6 +31,7 @@
 #include "quicksave/reader.hpp"
 #include "quicksave/save.hpp"
 #include "quicksave/torch.hpp"
+#include "quicksave/verify.hpp"
 
 namespace py = pybind11;
 
@@ -56,8 +57,14 @@ ErrorClasses& error_classes() {
 // "quicksave.<name>" deriving from quicksave.Error and `builtin`, with `code` as a class attribute.
 PyObject* make_error_class(py::module_& m, const char* name, ErrorCode code, PyObject* builtin, const char* doc) {
   const std::string qualified = std::string("quicksave.") + name;
-  py::tuple bases = builtin ? py::make_tuple(py::handle(error_classes().base), py::handle(builtin))
-                            : py::make_tuple(py::handle(error_classes().base));
+  // Not `?:`: pybind11 3 (shipped in the torch wheel's include folder) gives make_tuple of one and
+  // of two arguments different types.
+  py::tuple bases;
+  if (builtin) {
+    bases = py::make_tuple(py::handle(error_classes().base), py::handle(builtin));
+  } else {
+    bases = py::make_tuple(py::handle(error_classes().base));
+  }
   PyObject* cls = PyErr_NewExceptionWithDoc(qualified.c_str(), doc, bases.ptr(), nullptr);
   if (cls == nullptr) throw py::error_already_set();
   if (PyObject_SetAttrString(cls, "code", py::str(to_string(code)).ptr()) != 0) throw py::error_already_set();
@@ -139,7 +146,22 @@ torch::Tensor tensor_from(py::handle value, py::handle key) {
     if (py::isinstance<py::str>(value)) message += " (bnb serialization strings cannot be saved; remove them first)";
     invalid(message);
   }
-  return THPVariable_Unpack(value.ptr()).detach();
+  const torch::Tensor& tensor = THPVariable_Unpack(value.ptr());
+  // A __torch_dispatch__ subclass holds no data of its own: name the class and what to do here,
+  // where the Python type is known (the adapter's message covers C++ callers).
+  if (tensor.key_set().has(c10::DispatchKey::Python)) {
+    const py::handle type = py::type::handle_of(value);
+    const std::string cls = py::str(type.attr("__name__")).cast<std::string>();
+    if (cls == "DTensor") {
+      const std::string placements = py::hasattr(value, "placements") ? repr_of(value.attr("placements")) : "?";
+      invalid("DTensor state_dict[" + repr_of(key) + "] is distributed over a device mesh (placements " + placements +
+              "): a single-process save needs its whole value. Call .full_tensor() on it (or .to_local() for this "
+              "rank's shard), or save sharded state dicts with quicksave's distributed checkpointer");
+    }
+    invalid("state_dict[" + repr_of(key) + "] is a " + cls +
+            ", a tensor subclass with no data of its own (__torch_dispatch__): convert it to a plain torch.Tensor first");
+  }
+  return tensor.detach();
 }
 
 StateDict state_dict_from(py::handle mapping) {
@@ -324,10 +346,16 @@ class PyCheckpointer {
   }
   bool closed() const { return impl_ == nullptr; }
 
-  PySaveHandle save_async(py::handle state_dict, const std::string& directory, const PySaveArgs& args) {
+  // `streams`: (device index, cudaStream_t as an integer) of the torch.cuda.Stream objects the
+  // caller named (quicksave/_engine.py checks them); empty: each device's current stream.
+  PySaveHandle save_async(py::handle state_dict, const std::string& directory, const PySaveArgs& args,
+                          const std::vector<std::pair<int, std::uintptr_t>>& streams) {
     std::shared_ptr<Checkpointer> ckpt = live();
     StateDict tensors = state_dict_from(state_dict);
-    const SaveOptions options = args.to_options();
+    SaveOptions options = args.to_options();
+    for (const auto& [device, stream] : streams) {
+      options.producer_streams.push_back(ProducerStream{device, reinterpret_cast<void*>(stream)});
+    }
     SaveHandle handle;
     {
       py::gil_scoped_release release;
@@ -538,6 +566,30 @@ PYBIND11_MODULE(_quicksave, m) {
         return recover_checkpoint(directory);
       },
       py::arg("directory"));
+  m.def(
+      "_checkpoint_view",
+      [](const std::string& directory) {
+        CheckpointFolderView view;
+        {
+          py::gil_scoped_release release;
+          view = checkpoint_folder_view(directory);
+        }
+        return py::make_tuple(view.redirected, view.hidden, view.notes);
+      },
+      py::arg("directory"));
+  m.def(
+      "_verify_checksums",
+      [](const std::string& directory, const std::string& pattern) {
+        ChecksumReport report;
+        {
+          py::gil_scoped_release release;
+          report = verify_checksums(directory, pattern);
+        }
+        std::vector<std::string> mismatches;
+        for (const auto& m : report.mismatches) mismatches.push_back(m.what);
+        return py::make_tuple(report.manifest_found, mismatches);
+      },
+      py::arg("directory"), py::arg("pattern"));
 
   py::class_<PySaveHandle>(m, "_SaveHandle")
       .def("wait_staged", &PySaveHandle::wait_staged, py::arg("timeout") = py::none())
@@ -564,7 +616,8 @@ PYBIND11_MODULE(_quicksave, m) {
              return std::make_unique<PyCheckpointer>(checkpointer_options(from_env, kwargs));
            }),
            py::arg("from_env") = false)
-      .def("save_async", &PyCheckpointer::save_async, py::arg("state_dict"), py::arg("directory"), py::arg("args"))
+      .def("save_async", &PyCheckpointer::save_async, py::arg("state_dict"), py::arg("directory"), py::arg("args"),
+           py::arg("streams") = std::vector<std::pair<int, std::uintptr_t>>{})
       .def("close", &PyCheckpointer::close)
       .def_property_readonly("closed", &PyCheckpointer::closed)
       .def_property_readonly("backend_name", &PyCheckpointer::backend_name)

@@ -192,7 +192,8 @@ class CudaCopierState {
   // The device's context, created on first use (streams only; scratch and events come later).
   DeviceContext& device(int device);
   // Records an event on the producer stream of `device` (current device: anything).
-  cudaEvent_t record_producer(int device);
+  // `given`: the save's producer stream for `device` (null: the options', else legacy default).
+  cudaEvent_t record_producer(int device, CudaStream given = nullptr);
   void give_back_events(const std::vector<std::pair<int, cudaEvent_t>>& events) noexcept;
   // Waits for every stream (and so for their callbacks) to finish.
   void drain() noexcept;
@@ -251,7 +252,7 @@ DeviceContext& CudaCopierState::device(int device) {
   return *slot;
 }
 
-cudaEvent_t CudaCopierState::record_producer(int device) {
+cudaEvent_t CudaCopierState::record_producer(int device, CudaStream given) {
   DeviceContext& context = this->device(device);
   DeviceGuard guard(device);
   cudaEvent_t event = nullptr;
@@ -266,7 +267,7 @@ cudaEvent_t CudaCopierState::record_producer(int device) {
     cuda_check(::cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreateWithFlags",
                "device=" + device_name(device));
   }
-  CudaStream producer = options_.producer_stream ? options_.producer_stream(device) : nullptr;
+  CudaStream producer = given != nullptr ? given : options_.producer_stream ? options_.producer_stream(device) : nullptr;
   const cudaError_t rc = ::cudaEventRecord(event, producer != nullptr ? producer : cudaStreamLegacy);
   if (rc != cudaSuccess) {
     give_back_events({{device, event}});
@@ -722,12 +723,9 @@ void CudaCopier::copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk
 }
 
 std::shared_ptr<Copier> CudaCopier::begin_save(const std::vector<TensorRef>& tensors) {
-  std::vector<int> devices;
   const TensorRef* first = nullptr;
   for (const TensorRef& t : tensors) {
-    if (t.device.kind != DeviceKind::cuda) continue;
-    if (first == nullptr) first = &t;
-    devices.push_back(t.device.index);
+    if (t.device.kind == DeviceKind::cuda && first == nullptr) first = &t;
   }
   auto fence = std::make_shared<ProducerFence>();
   if (first != nullptr) {
@@ -743,10 +741,21 @@ std::shared_ptr<Copier> CudaCopier::begin_save(const std::vector<TensorRef>& ten
     for (const TensorRef& t : tensors) {
       if (t.device.kind == DeviceKind::cuda) check_device_tensor(t, count, /*check_pointer=*/true);
     }
-    std::sort(devices.begin(), devices.end());
-    devices.erase(std::unique(devices.begin(), devices.end()), devices.end());
     fence->state = state_;
-    for (const int device : devices) fence->events.emplace_back(device, state_->record_producer(device));
+    // One producer stream per device: the first tensor's; its other tensors must agree.
+    std::vector<std::pair<int, CudaStream>> producers;
+    for (const TensorRef& t : tensors) {
+      if (t.device.kind != DeviceKind::cuda) continue;
+      const auto stream = static_cast<CudaStream>(t.producer_stream);
+      const auto known = std::find_if(producers.begin(), producers.end(), [&](const auto& p) { return p.first == t.device.index; });
+      if (known == producers.end()) {
+        producers.emplace_back(t.device.index, stream);
+      } else if (known->second != stream) {
+        throw Error(ErrorCode::invalid_argument, "tensor '" + t.name + "' names another producer stream for " + t.device.str() +
+                                                     " than the save's other tensors there (one stream per device)");
+      }
+    }
+    for (const auto& [device, stream] : producers) fence->events.emplace_back(device, state_->record_producer(device, stream));
   }
   return std::make_shared<SaveCopier>(state_, std::move(fence));
 }

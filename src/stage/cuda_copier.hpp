@@ -87,7 +87,8 @@ class CudaCopier final : public Copier {
 
   // The copier of one save of `tensors`: checks every CUDA tensor (device ordinal, pointer on that
   // device, strides inside the storage, at most 8 dimensions after merging when strided) and
-  // records an event on the producer stream of every device they use, now. Throws
+  // records an event on the producer stream of every device they use, now (the tensors'
+  // producer_stream, else CudaCopierOptions::producer_stream, else the legacy default). Throws
   // quicksave::Error: unavailable without a usable device, invalid_argument for bad tensors.
   std::shared_ptr<Copier> begin_save(const std::vector<TensorRef>& tensors);
 

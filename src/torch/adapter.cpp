@@ -1,6 +1,9 @@
 // LibTorch → quicksave: dtypes, storage identity and size (spec §3), TensorRef views, the
 // Python-ordered state dict of a module, and split_torch_state_dict_into_shards.
 #include <torch/version.h>
+#if defined(QUICKSAVE_TORCH_CUDA) && QUICKSAVE_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "format/text.hpp"
 #include "quicksave/error.hpp"
@@ -98,6 +101,16 @@ std::optional<TorchStorageId> get_torch_storage_id(const torch::Tensor& tensor) 
 
 TensorRef to_tensor_ref(const std::string& name, const torch::Tensor& tensor) {
   if (!tensor.defined()) throw Error(ErrorCode::invalid_argument, "tensor " + format::python_repr(name) + " is undefined");
+  // A Python tensor subclass that handles its own dispatch (DTensor, a fake or functional tensor)
+  // is a wrapper: its storage holds no data, the values live elsewhere (on other ranks for a
+  // DTensor). Say what to do instead of failing later on a null data pointer.
+  if (tensor.key_set().has(c10::DispatchKey::Python)) {
+    throw Error(ErrorCode::invalid_argument,
+                "tensor " + format::python_repr(name) +
+                    " is a tensor subclass with no data of its own (a DTensor, fake or functional tensor): a "
+                    "single-process save needs plain tensors. For a DTensor call full_tensor() (or to_local() for this "
+                    "rank's shard), or save it with quicksave's distributed checkpointer (quicksave::DistributedCheckpointer)");
+  }
   if (tensor.is_sparse() || tensor.layout() != torch::kStrided) {
     throw Error(ErrorCode::invalid_argument, "tensor " + format::python_repr(name) + " is not a dense (strided) tensor");
   }
@@ -111,12 +124,25 @@ TensorRef to_tensor_ref(const std::string& name, const torch::Tensor& tensor) {
     ref.storage_nbytes = static_cast<std::uint64_t>(get_torch_storage_size(tensor));
   } else if (tensor.has_storage()) {
     ref.storage_base = tensor.storage().data();
+    if (ref.storage_base == nullptr && tensor.numel() > 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  "tensor " + format::python_repr(name) + " (" + std::to_string(tensor.numel()) +
+                      " elements) has no data in host or device memory (its storage is empty: a tensor subclass or a "
+                      "lazily materialized tensor?); pass a materialized plain tensor");
+    }
     ref.storage_nbytes = tensor.storage().nbytes();
     ref.data = ref.storage_base == nullptr
                    ? nullptr
                    : static_cast<const std::byte*>(ref.storage_base) + tensor.storage_offset() * tensor.element_size();
   }
   ref.keepalive = std::make_shared<torch::Tensor>(tensor);
+#if defined(QUICKSAVE_TORCH_CUDA) && QUICKSAVE_TORCH_CUDA
+  // The weights are written by work queued on the caller's current stream (torch's default is
+  // per thread and per device): the save copies them after that work, as of this call.
+  if (ref.device.kind == DeviceKind::cuda) {
+    ref.producer_stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(ref.device.index)).stream();
+  }
+#endif
   return ref;
 }
 

@@ -6,10 +6,11 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 
-#include "io/backend.hpp"
-#include "io/commit.hpp"
+#include "commit/recovery.hpp"
+#include "quicksave/verify.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/torch.hpp"
@@ -129,14 +130,23 @@ struct CheckpointFiles {
   std::string pattern;
 };
 
-CheckpointFiles locate_checkpoint(const fs::path& dir, const LoadModelOptions& options) {
+// A file of the checkpoint the folder's view shows (commit/recovery.hpp): hidden names are not
+// there, redirected ones are read from where the complete checkpoint keeps them.
+std::optional<fs::path> visible_file(const commit::CheckpointView& view, const std::string& name) {
+  if (!view.visible(name)) return std::nullopt;
+  const fs::path path = view.path_of(name);
+  if (!fs::is_regular_file(path)) return std::nullopt;
+  return path;
+}
+
+CheckpointFiles locate_checkpoint(const fs::path& dir, const LoadModelOptions& options, const commit::CheckpointView& view) {
   CheckpointFiles found;
   found.pattern = options.filename_pattern.value_or(std::string(kSafetensorsPattern));
-  if (!options.filename_pattern && !options.safe && !fs::exists(dir / index_filename(kSafetensorsPattern))) {
+  if (!options.filename_pattern && !options.safe && !visible_file(view, index_filename(kSafetensorsPattern))) {
     found.pattern = std::string(kPytorchPattern);
   }
-  if (const fs::path index = dir / index_filename(found.pattern); fs::is_regular_file(index)) {
-    found.index = index;
+  if (const auto index = visible_file(view, index_filename(found.pattern))) {
+    found.index = *index;
     return found;
   }
   // The reference globs by `safe` alone, ignoring filename_pattern here; dot files never match.
@@ -144,7 +154,9 @@ CheckpointFiles locate_checkpoint(const fs::path& dir, const LoadModelOptions& o
   std::vector<fs::path> matches;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (name.size() > extension.size() && name.front() != '.' && name.ends_with(extension)) matches.push_back(entry.path());
+    if (name.size() > extension.size() && name.front() != '.' && name.ends_with(extension) && view.visible(name)) {
+      matches.push_back(view.path_of(name));
+    }
   }
   if (matches.size() != 1) {
     throw Error(ErrorCode::not_found, "Directory '" + dir.string() +
@@ -176,10 +188,25 @@ void require_exists(const fs::path& path) {
   if (!fs::exists(path)) throw Error(ErrorCode::not_found, "Checkpoint path " + path.string() + " does not exist");
 }
 
-void recover_if_directory(const fs::path& path) {
-  if (!fs::is_directory(path)) return;
-  auto io = io::make_posix_backend(1);
-  io::recover(*io, path);
+// Loads never write: a folder that an interrupted save left leftovers in is read as the complete
+// checkpoint its journal describes, and left as it is (recovery is for writers).
+commit::CheckpointView view_of(const fs::path& dir) {
+  auto fs = commit::make_posix_file_system();
+  return commit::read_view(*fs, dir);
+}
+
+// LoadModelOptions::verify: the folder's checksum manifest must be there and every byte match.
+void verify_if_asked(const fs::path& dir, const std::string& pattern, const LoadModelOptions& options) {
+  if (!options.verify) return;
+  const ChecksumReport report = verify_checksums(dir, pattern);
+  if (!report.manifest_found) {
+    throw Error(ErrorCode::not_found, "verify: " + dir.string() + " has no checksum manifest (" + report.manifest + ")");
+  }
+  if (!report.ok()) {
+    const std::size_t more = report.mismatches.size() - 1;
+    throw Error(ErrorCode::corrupt, "verify: " + report.mismatches.front().what +
+                                        (more ? " (and " + std::to_string(more) + " more mismatches)" : ""));
+  }
 }
 
 }  // namespace
@@ -195,12 +222,14 @@ StateDict load_state_dict_from_file(const fs::path& checkpoint_file, std::option
 
 IncompatibleKeys load_torch_model(torch::nn::Module& model, const fs::path& checkpoint_path, const LoadModelOptions& options) {
   require_exists(checkpoint_path);
-  recover_if_directory(checkpoint_path);
   if (!fs::is_directory(checkpoint_path)) {
+    if (options.verify) verify_if_asked(checkpoint_path.parent_path(), std::string(kSafetensorsPattern), options);
     return load_into_module(model, load_state_dict_from_file(checkpoint_path, options.map_location, options.mmap),
                             options.strict, options.key_filter);
   }
-  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options);
+  const commit::CheckpointView view = view_of(checkpoint_path);
+  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options, view);
+  verify_if_asked(checkpoint_path, found.pattern, options);
   if (found.single) {
     return load_into_module(model, load_state_dict_from_file(*found.single, options.map_location, options.mmap),
                             options.strict, options.key_filter);
@@ -221,27 +250,38 @@ IncompatibleKeys load_torch_model(torch::nn::Module& model, const fs::path& chec
   if (options.strict && !keys.all_matched()) {
     throw Error(ErrorCode::invalid_argument, strict_keys_message(model, keys.missing_keys, keys.unexpected_keys));
   }
+  std::map<std::string, std::vector<std::string>> names_in;  // shard → the (filtered) names the index puts there
+  for (const auto& [name, file] : index.weight_map) {
+    if (!options.key_filter || options.key_filter(name)) names_in[file].push_back(name);
+  }
   for (const auto& file : files) {
+    const StateDict shard = load_state_dict_from_file(view.path_of(file), options.map_location, options.mmap);
+    // Every index entry must be in its shard, strict or not: otherwise that parameter would
+    // silently keep its old values while the load reports success.
+    for (const auto& name : names_in[file]) {
+      if (!shard.contains(name)) throw Error(ErrorCode::corrupt, "the index maps " + name + " to " + file + ", which does not hold it");
+    }
     // Each shard holds part of the keys: load it non-strictly; the whole was checked above.
-    load_into_module(model, load_state_dict_from_file(checkpoint_path / file, options.map_location, options.mmap),
-                     /*strict=*/false, options.key_filter);
+    load_into_module(model, shard, /*strict=*/false, options.key_filter);
   }
   return keys;
 }
 
 StateDict load_checkpoint(const fs::path& checkpoint_path, const LoadModelOptions& options) {
   require_exists(checkpoint_path);
-  recover_if_directory(checkpoint_path);
   if (!fs::is_directory(checkpoint_path)) {
+    if (options.verify) verify_if_asked(checkpoint_path.parent_path(), std::string(kSafetensorsPattern), options);
     return load_state_dict_from_file(checkpoint_path, options.map_location, options.mmap);
   }
-  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options);
+  const commit::CheckpointView view = view_of(checkpoint_path);
+  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options, view);
+  verify_if_asked(checkpoint_path, found.pattern, options);
   if (found.single) return load_state_dict_from_file(*found.single, options.map_location, options.mmap);
   const ShardIndex index = read_index_file(*found.index);
   StateDict merged;
   std::map<std::string, StateDict> shards;
   for (const auto& file : shards_to_read(index, found.pattern, *found.index, options.key_filter)) {
-    shards.emplace(file, load_state_dict_from_file(checkpoint_path / file, options.map_location, options.mmap));
+    shards.emplace(file, load_state_dict_from_file(view.path_of(file), options.map_location, options.mmap));
   }
   for (const auto& [name, file] : index.weight_map) {
     if (options.key_filter && !options.key_filter(name)) continue;

@@ -8,9 +8,9 @@
 
 #include <future>
 
+#include "commit/commit.hpp"
+#include "engine/sync_writer.hpp"
 #include "io/backend.hpp"
-#include "io/commit.hpp"
-#include "io/sync_writer.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/torch.hpp"
@@ -26,6 +26,8 @@ SaveOptions to_save_options(const TorchSaveOptions& o) {
   out.metadata = o.metadata;
   out.is_main_process = o.is_main_process;
   out.shared_tensors_to_discard = o.shared_tensors_to_discard;
+  out.wait_for_lock = o.wait_for_lock;
+  out.checksums = o.checksums;
   return out;
 }
 
@@ -36,9 +38,11 @@ TensorRef fetch_to_host(const TensorRef& device_ref) {
 }
 
 SaveResult save_safetensors(const StateDict& state_dict, const std::filesystem::path& dir, const TorchSaveOptions& options) {
-  const plan::SavePlan plan = plan::make_save_plan(to_tensor_refs(state_dict), to_save_options(options));
+  const SaveOptions save_options = to_save_options(options);
+  const plan::SavePlan plan = plan::make_save_plan(to_tensor_refs(state_dict), save_options);
   auto io = io::make_posix_backend(1);
-  return io::write_plan_sync(plan, dir, options.is_main_process, *io, fetch_to_host);
+  auto fs = commit::make_posix_file_system();
+  return engine::write_plan_sync(plan, dir, save_options, *io, *fs, fetch_to_host);
 }
 
 // Writes `dict` as the zip archive Python's torch.save writes, streamed into `path` through the
@@ -94,28 +98,31 @@ SaveResult save_pickle(const StateDict& state_dict, const std::filesystem::path&
     outputs.push_back(index_filename(pattern));
   }
   auto io = io::make_posix_backend(1);
-  io::Commit commit = io::Commit::begin(*io, dir, pattern, outputs, options.is_main_process);
+  auto fs = commit::make_posix_file_system();
+  commit::Commit transaction = commit::Commit::begin(*fs, dir,
+                                                commit::BeginOptions{.pattern = pattern,
+                                                                     .outputs = outputs,
+                                                                     .is_main_process = options.is_main_process,
+                                                                     .wait_for_lock = options.wait_for_lock});
   SaveResult result;
   result.backend = io->name();
   for (const auto& [file, names] : split.filename_to_tensors) {
     c10::Dict<std::string, torch::Tensor> dict;
     for (const auto& name : names) dict.insert(name, state_dict[name]);
-    result.bytes_written += write_pickle_archive(dict, commit.staging_path(file), *io);
+    result.bytes_written += write_pickle_archive(dict, transaction.staging_path(file), *io);
     result.files.push_back(file);
   }
+  std::vector<std::pair<std::string, std::string>> small_files;
   if (index) {
     const std::string text = index_to_json(*index);
-    io->write_file_durably(commit.staging_path(outputs.back()), text);
+    small_files.emplace_back(outputs.back(), text);
     result.files.push_back(outputs.back());
     result.bytes_written += text.size();
   }
-  const io::CommitResult committed = commit.publish();
-  result.commit_mode = io::to_string(committed.mode);
+  const commit::CommitResult committed = transaction.publish(small_files);
+  result.commit_mode = commit::to_string(committed.mode);
   result.removed_stale = committed.removed;
-  if (committed.deferred_removal) {
-    std::error_code ec;
-    std::filesystem::remove_all(*committed.deferred_removal, ec);
-  }
+  transaction.release_previous();
   return result;
 }
 

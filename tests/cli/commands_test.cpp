@@ -124,7 +124,7 @@ TEST(SaveRandom, SameSeedSameBytesOtherSeedOtherBytes) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir.path() / "a")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  ASSERT_EQ(names.size(), 4u);  // three shards and the index
+  ASSERT_EQ(names.size(), 5u);  // three shards, the index and quicksave's checksum manifest
   for (const auto& name : names) {
     EXPECT_EQ(read_file(dir.path() / "a" / name), read_file(dir.path() / "b" / name)) << name;
     if (name.ends_with(".safetensors")) {
@@ -147,7 +147,8 @@ TEST(SaveRandom, ReplacesAnExistingCheckpointThroughTheCommit) {
   // Only the new single file is left: the previous shards and index are gone, no temporaries.
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(target)) names.push_back(e.path().filename().string());
-  EXPECT_EQ(names, std::vector<std::string>{"model.safetensors"});
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"model.safetensors", "model.safetensors.quicksave-manifest.json"}));
   for (const auto& e : fs::directory_iterator(dir.path())) EXPECT_EQ(e.path().filename(), "ckpt");
   // The bytes are those of seed 2.
   ASSERT_EQ(run({"save-random", (dir.path() / "fresh").string(), "--size", "8MB", "--seed", "2"}).status, 0);

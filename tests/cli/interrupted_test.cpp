@@ -1,8 +1,11 @@
 // Interrupted saves: a real `quicksave save-random` killed with SIGKILL in the middle (in-place
-// and directory mode), leftovers of a dead process and of a running one. verify reports them
-// without changing anything; recover repairs them and says what it did.
+// and directory mode), a journal left by a crash, and the files of a save that still holds the
+// folder's lock. verify reports them without changing anything; recover repairs them and says
+// what it did, and leaves alone whatever a save in progress holds.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <thread>
@@ -64,7 +67,7 @@ TEST(Interrupted, KilledInPlaceSaveIsReportedUnchangedThenRolledBack) {
   const Result v = run({"verify", ckpt.string()});
   EXPECT_EQ(v.status, 1) << v.out;
   EXPECT_NE(v.out.find("problem: interrupted save .qs-"), std::string::npos) << v.out;
-  EXPECT_NE(v.out.find("no longer running"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("recovery"), std::string::npos) << v.out;
   EXPECT_NE(v.out.find("quicksave recover"), std::string::npos) << v.out;
   EXPECT_EQ(listing(dir.path()), before) << "verify changed the folder";
   const Result i = run({"inspect", ckpt.string()});
@@ -96,41 +99,64 @@ TEST(Interrupted, KilledFirstSaveLeavesAStagingDirectory) {
   const Result r = run({"recover", ckpt.string()});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("removed staging directory .ckpt.qs-"), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::is_empty(dir.path()));
+  EXPECT_TRUE(fs::is_empty(dir.path()));  // the crashed save's lock file went with its recovery
 }
 
-TEST(Interrupted, JournalOfADeadProcessIsReportedThenRolledForward) {
+TEST(Interrupted, JournalOfAnInterruptedSwitchIsReportedThenRolledBack) {
   TempDir dir;
   const fs::path ckpt = dir.path() / "ckpt";
   ASSERT_EQ(run({"save-random", ckpt.string(), "--size", "1MB"}).status, 0);
-  // A switch-over that reached its commit point (io/commit.cpp, B.6) with nothing left to clean.
-  const std::string journal = ".qs-" + std::to_string(dead_pid()) + "-5eed.journal";
-  write_file(ckpt / journal, "quicksave-journal 1\nend\t0\ncommitted\n");
+  const std::string before = read_file(ckpt / "model.safetensors");
+  // A switch-over that wrote its journal and crashed before its commit mark (commit/commit.cpp,
+  // B.2-B.6), with nothing switched yet.
+  const std::string journal = ".qs-00000000005eed00.journal";
+  write_file(ckpt / journal,
+             "quicksave-journal 2\ntag\t.qs-00000000005eed00\npattern\tmodel{suffix}.safetensors\nwriter\thost=h boot=b pid=1\nend\t0\n");
   const Result v = run({"verify", ckpt.string()});
   EXPECT_EQ(v.status, 1);
   EXPECT_NE(v.out.find("journal " + journal), std::string::npos) << v.out;
-  EXPECT_NE(v.out.find("rolls forward"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("rolls back"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("written by host=h boot=b pid=1"), std::string::npos) << v.out;
   const Result r = run({"recover", ckpt.string()});
   EXPECT_EQ(r.status, 0);
-  EXPECT_NE(r.out.find("rolled forward"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rolled back"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(ckpt / journal));
+  EXPECT_EQ(read_file(ckpt / "model.safetensors"), before);
   EXPECT_EQ(run({"verify", ckpt.string()}).status, 0);
 }
 
-TEST(Interrupted, LeftoversOfARunningSaveAreOnlyAWarningAndLeftAlone) {
+TEST(Interrupted, LeftoversOfASaveHoldingTheLockAreOnlyAWarningAndLeftAlone) {
   TempDir dir;
   const fs::path ckpt = dir.path() / "ckpt";
   ASSERT_EQ(run({"save-random", ckpt.string(), "--size", "1MB"}).status, 0);
-  const fs::path staging = dir.path() / (".ckpt.qs-" + std::to_string(::getpid()) + "-abc123.tmp");  // this test is alive
+  // This test holds the folder's writer lock (a classic fcntl lock conflicts with the OFD lock
+  // quicksave takes), as a running save would, and has a staging directory beside it.
+  const fs::path lock_file = dir.path() / ".ckpt.quicksave-lock";
+  const int fd = ::open(lock_file.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "tag=.qs-0123456789abcdef host=test", 34), 34);
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(fd, F_SETLK, &lock), 0);
+  const fs::path staging = dir.path() / ".ckpt.qs-0123456789abcdef.tmp";
   fs::create_directories(staging);
   const Result v = run({"verify", ckpt.string()});
   EXPECT_EQ(v.status, 0) << v.out;
   EXPECT_NE(v.out.find("warning: interrupted save"), std::string::npos) << v.out;
-  EXPECT_NE(v.out.find("still running"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("a save is in progress"), std::string::npos) << v.out;
   const Result r = run({"recover", ckpt.string()});
   EXPECT_EQ(r.status, 0);
-  EXPECT_NE(r.out.find("left alone"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("left alone: everything: a save holds"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("host=test"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(staging));
+  const Result busy = run({"save-random", ckpt.string(), "--size", "1MB"});
+  EXPECT_NE(busy.status, 0);
+  EXPECT_NE((busy.out + busy.err).find("another save holds it"), std::string::npos) << busy.out << busy.err;
+  ::close(fd);  // the "save" ends: recovery may now act
+  const Result after = run({"recover", ckpt.string()});
+  EXPECT_NE(after.out.find("removed staging directory .ckpt.qs-0123456789abcdef.tmp"), std::string::npos) << after.out;
+  EXPECT_FALSE(fs::exists(staging));
 }
 
 }  // namespace

@@ -93,14 +93,23 @@ TEST_F(VerifyTest, ChecksumsIdentifyTheBytes) {
   fs::copy(ckpt_, dir_.path() / "copy", fs::copy_options::recursive);
   const auto copy = nlohmann::json::parse(run({"verify", (dir_.path() / "copy").string(), "--json"}).out);
   EXPECT_EQ(copy.at("files"), before.at("files"));
-  // Flip one data byte: still a valid checkpoint, but that file's checksum changes.
+  EXPECT_TRUE(before.at("checksums").at("manifest").get<bool>());
+  // Flip one data byte: the file still parses, but the manifest written at save time says those
+  // bytes changed, and names the tensor and the range.
   std::string bytes = read_file(ckpt_ / kShard2);
   bytes[bytes.size() - 5] ^= 0x40;
   write_file(ckpt_ / kShard2, bytes);
   const auto after = verify_json();
-  EXPECT_TRUE(after.at("valid").get<bool>());
-  EXPECT_EQ(after.at("files").at(0).at("xxh64"), before.at("files").at(0).at("xxh64"));
-  EXPECT_NE(after.at("files").at(1).at("xxh64"), before.at("files").at(1).at("xxh64"));
+  EXPECT_FALSE(after.at("valid").get<bool>());
+  const std::string problem = after.at("problems").at(0).get<std::string>();
+  EXPECT_NE(problem.find(std::string("checksum: ") + kShard2 + ": tensor "), std::string::npos) << problem;
+  EXPECT_NE(problem.find("do not match the manifest"), std::string::npos) << problem;
+  // Without the manifest (a folder another tool wrote) the same bytes are only checked for form.
+  fs::remove(ckpt_ / "model.safetensors.quicksave-manifest.json");
+  EXPECT_TRUE(verify_json().at("valid").get<bool>());
+  const auto no_manifest = verify_json();
+  EXPECT_EQ(no_manifest.at("files").at(0).at("xxh64"), before.at("files").at(0).at("xxh64"));
+  EXPECT_NE(no_manifest.at("files").at(1).at("xxh64"), before.at("files").at(1).at("xxh64"));
 }
 
 TEST_F(VerifyTest, TruncatedShard) {
@@ -168,7 +177,9 @@ TEST_F(VerifyTest, TotalSize) {
   expect_problem({"total_size is negative"});
   edit_index(ckpt_ / kIndex, [](auto& index) { index["metadata"]["total_size"] = "big"; });
   expect_problem({"index"});
-  // A different (non-negative) figure loads everywhere: a warning only.
+  // A different (non-negative) figure loads everywhere: a warning only (once the checksum manifest,
+  // which holds the index's hash, is gone: with it the edited index is a mismatch).
+  fs::remove(ckpt_ / "model.safetensors.quicksave-manifest.json");
   edit_index(ckpt_ / kIndex, [](auto& index) { index["metadata"]["total_size"] = 12345; });
   const Result r = verify();
   EXPECT_EQ(r.status, 0) << r.out;

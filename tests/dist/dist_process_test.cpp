@@ -10,7 +10,7 @@
 
 #include <fstream>
 
-#include "io/checkpoint_fixture.hpp"
+#include "commit/checkpoint_fixture.hpp"
 
 namespace quicksave {
 namespace {

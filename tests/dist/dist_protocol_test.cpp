@@ -10,7 +10,7 @@
 
 #include "dist/assignment.hpp"
 #include "dist/in_memory_store.hpp"
-#include "io/checkpoint_fixture.hpp"
+#include "commit/checkpoint_fixture.hpp"
 #include "io/fault_backend.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/checkpointer.hpp"
@@ -134,7 +134,7 @@ std::vector<RankResult> run_ranks(int world, Layout layout, const fs::path& dir,
       }
       if (r == silent_rank) return;  // a rank that died before saving: never reports anything
       dist::CoordinatorConfig config{store, "save/0", r, world, std::chrono::milliseconds(1500), owners};
-      SaveHandle handle = ckpt.submit(std::move(plan), dir, true, dist::make_store_coordinator(config, std::move(assignment)));
+      SaveHandle handle = ckpt.submit(std::move(plan), dir, SaveOptions{}, dist::make_store_coordinator(config, std::move(assignment)));
       try {
         handle.staged().get();
         results[r].staged = true;

@@ -6,7 +6,8 @@
 #include <random>
 #include <thread>
 
-#include "io/checkpoint_fixture.hpp"
+#include "commit/checkpoint_fixture.hpp"
+#include "commit/fault_file_system.hpp"
 #include "io/fault_backend.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
@@ -87,7 +88,9 @@ TEST_P(ByBackend, FilesAreByteIdenticalToTheSynchronousWriter) {
     save_state_dict(sd.tensors, sync_dir, save_options);
     const SaveResult result = ckpt.save(sd.tensors, async_dir, save_options);
     files += expect_same_files(sync_dir, async_dir);
-    EXPECT_EQ(result.files.size(), static_cast<std::size_t>(std::distance(fs::directory_iterator(async_dir), fs::directory_iterator())));
+    EXPECT_EQ(result.files.size() + (result.manifest.empty() ? 0 : 1),
+              static_cast<std::size_t>(std::distance(fs::directory_iterator(async_dir), fs::directory_iterator())));
+    EXPECT_EQ(result.manifest, "model.safetensors.quicksave-manifest.json");
   }
   EXPECT_GT(files, 50);
 }
@@ -278,9 +281,10 @@ TEST(Checkpointer, FaultMatrix) {
           bool threw = false;
           bool fired = false;
           {
-            auto faulty = std::make_unique<io::FaultBackend>(io::make_posix_backend(2), io::FaultSpec{.op = op, .kind = kind, .nth = nth});
-            io::FaultBackend* fault = faulty.get();
-            Checkpointer ckpt(small_options(), std::move(faulty));
+            // One plan drives both seams: the data path and the commit's file system.
+            auto plan = std::make_shared<io::FaultPlan>(io::FaultSpec{.op = op, .kind = kind, .nth = nth});
+            Checkpointer ckpt(small_options(), std::make_unique<io::FaultBackend>(io::make_posix_backend(2), plan),
+                              std::make_unique<commit::FaultFileSystem>(commit::make_posix_file_system(), plan));
             // One file (the old shards are stale and must survive a failure), or the same shards.
             SaveOptions next = same_names ? sharded : SaveOptions{};
             SyntheticStateDict sd(2, 6, 40000);
@@ -291,7 +295,7 @@ TEST(Checkpointer, FaultMatrix) {
               EXPECT_EQ(e.errno_value(), kind == io::FaultKind::eio ? EIO : ENOSPC) << e.what();
               EXPECT_NE(std::string(e.what()).find("injected"), std::string::npos) << e.what();
             }
-            fired = fault->fired();
+            fired = plan->fired();
           }  // the Checkpointer has finished everything, including removing the replaced tree
           if (threw) {
             EXPECT_TRUE(fired);

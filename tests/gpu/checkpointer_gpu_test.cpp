@@ -10,7 +10,7 @@
 #include <random>
 #include <thread>
 
-#include "checkpoint_fixture.hpp"
+#include "../commit/checkpoint_fixture.hpp"
 #include "gpu_test_util.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"

@@ -4,6 +4,9 @@
 // from CPU copies that keep the same storage sharing. The tensors are made on the current stream
 // and saved without a synchronize: the save waits for that stream itself. Built only against a
 // LibTorch with CUDA; skipped when LibTorch sees no device.
+#include <ATen/cuda/Sleep.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -11,7 +14,7 @@
 #include <map>
 #include <string>
 
-#include "checkpoint_fixture.hpp"
+#include "../commit/checkpoint_fixture.hpp"
 #include "gpu_test_util.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/torch.hpp"
@@ -132,6 +135,58 @@ TEST_F(TorchCuda, TheOptimizerMayStepOnceStaged) {
   handle.committed().get();
   save_torch_state_dict(before, dir.path() / "cpu");
   EXPECT_GT(gputest::expect_same_files(dir.path() / "gpu", dir.path() / "cpu"), 0);
+}
+
+// The producer stream. c10's side streams are non-blocking: the legacy default stream does not
+// wait for them, so a save that waited only on it would copy the weights before the work below
+// (a long sleep kernel, then a fill) has written them. Both the current stream (the adapter's
+// default) and a stream named in SaveOptions must make the save copy the filled values.
+torch::Tensor fill_late(const c10::cuda::CUDAStream& stream, torch::Tensor weights, double value) {
+  c10::cuda::CUDAStreamGuard on(stream);
+  at::cuda::sleep(200'000'000);  // ~0.1 s of GPU time queued before the fill
+  weights.fill_(value);
+  return weights;
+}
+
+std::map<std::string, double> first_values(const std::filesystem::path& file) {
+  std::map<std::string, double> out;
+  for (const auto& item : load_state_dict_from_file(file)) out[item.key()] = item.value().flatten()[0].item<double>();
+  return out;
+}
+
+TEST_F(TorchCuda, SaveAsyncWaitsOnTheCurrentStream) {
+  const auto on = torch::TensorOptions().device(torch::kCUDA, 0);
+  torch::Tensor w = torch::zeros({1 << 20}, on);
+  torch::cuda::synchronize();
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, 0);
+  Checkpointer ckpt;
+  TempDir dir;
+  SaveHandle handle;
+  {
+    c10::cuda::CUDAStreamGuard current(side);  // the training loop's current stream
+    fill_late(side, w, 7.0);
+    StateDict sd;
+    sd.insert("w", w);
+    handle = ckpt.save_async(sd, dir.path() / "ckpt");  // no synchronize
+  }
+  handle.committed().get();
+  EXPECT_EQ(first_values(dir.path() / "ckpt" / "model.safetensors")["w"], 7.0);
+}
+
+TEST_F(TorchCuda, SaveOptionsNameTheProducerStream) {
+  const auto on = torch::TensorOptions().device(torch::kCUDA, 0);
+  torch::Tensor w = torch::zeros({1 << 20}, on);
+  torch::cuda::synchronize();
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, 0);
+  fill_late(side, w, 5.0);  // the current stream stays the default one: only the option names `side`
+  StateDict sd;
+  sd.insert("w", w);
+  SaveOptions options;
+  options.producer_streams = {ProducerStream{0, side.stream()}};
+  Checkpointer ckpt;
+  TempDir dir;
+  ckpt.save_async(sd, dir.path() / "ckpt", options).committed().get();
+  EXPECT_EQ(first_values(dir.path() / "ckpt" / "model.safetensors")["w"], 5.0);
 }
 
 }  // namespace

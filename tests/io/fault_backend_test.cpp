@@ -1,4 +1,5 @@
-// Tests of FaultBackend: every FaultKind on every operation it applies to yields the error code,
+// Tests of FaultBackend and commit::FaultFileSystem (one FaultPlan drives both seams): every
+// FaultKind on every operation it applies to yields the error code,
 // errno and message of a real failure (marked "injected"), `nth` selects exactly one call, short
 // writes still produce the full file, and latency only delays. Run over both inner backends;
 // io_uring is skipped, with the reason, where the ring cannot be created.
@@ -21,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "commit/fault_file_system.hpp"
 #include "quicksave/error.hpp"
 #include "test_support.hpp"
 
@@ -74,15 +76,6 @@ class RecordingBackend : public IoBackend {
   void sync(FileHandle file) override { inner_->sync(file); }
   void truncate(FileHandle file, std::uint64_t size) override { inner_->truncate(file, size); }
   void close(FileHandle file) override { inner_->close(file); }
-  void rename(const fs::path& from, const fs::path& to) override { inner_->rename(from, to); }
-  void exchange(const fs::path& a, const fs::path& b) override { inner_->exchange(a, b); }
-  void remove(const fs::path& path) override { inner_->remove(path); }
-  void remove_all(const fs::path& path) override { inner_->remove_all(path); }
-  void make_directory(const fs::path& path) override { inner_->make_directory(path); }
-  void sync_directory(const fs::path& path) override { inner_->sync_directory(path); }
-  void write_file_durably(const fs::path& path, std::string_view contents) override {
-    inner_->write_file_durably(path, contents);
-  }
   BackendStats stats() const override { return inner_->stats(); }
 
  private:
@@ -124,13 +117,13 @@ std::string strerror_text(FaultKind kind) {
 int errno_of(FaultKind kind) { return kind == FaultKind::enospc ? ENOSPC : EIO; }
 
 TEST_P(FaultTest, NameWrapsTheInnerName) {
-  FaultBackend fault(inner(), {});
+  FaultBackend fault(inner(), FaultSpec{});
   EXPECT_EQ(fault.name(), GetParam() == Kind::posix ? "fault(posix)" : "fault(io_uring)");
   EXPECT_EQ(fault.direct_alignment(), 4096u);
 }
 
 TEST_P(FaultTest, InvalidSpecsAreRejected) {
-  EXPECT_EQ(thrown_by([] { FaultBackend(nullptr, {}); }).code(), ErrorCode::invalid_argument);
+  EXPECT_EQ(thrown_by([] { FaultBackend(nullptr, FaultSpec{}); }).code(), ErrorCode::invalid_argument);
   EXPECT_EQ(thrown_by([&] { FaultBackend(inner(), {.nth = -1}); }).code(), ErrorCode::invalid_argument);
   EXPECT_EQ(thrown_by([&] { FaultBackend(inner(), {.kind = FaultKind::latency, .latency = -1ms}); }).code(),
             ErrorCode::invalid_argument);
@@ -191,7 +184,7 @@ TEST_P(FaultTest, SyncFaultThrowsLikeFsync) {
 // operation took effect.
 struct NamespaceCase {
   FaultOp op;
-  std::function<void(IoBackend&)> call;
+  std::function<void(IoBackend&, commit::FileSystem&)> call;
   std::string message_tail;  // after "<call>: <strerror> "
   std::string call_name;
   std::function<bool()> took_effect;
@@ -207,31 +200,33 @@ TEST_P(FaultTest, NamespaceFaultsThrowLikeTheRealCallAndChangeNothing) {
     write_file(base / "b", "b");
     write_file(base / "victim", "v");
     const std::vector<NamespaceCase> cases = {
-        {FaultOp::create, [&](IoBackend& io) { io.close(io.create(base / "created", {})); },
+        {FaultOp::create, [&](IoBackend& io, commit::FileSystem&) { io.close(io.create(base / "created", {})); },
          "(injected, file=" + (base / "created").string() + ")", "open",
          [&] { return fs::exists(base / "created"); }},
-        {FaultOp::rename, [&](IoBackend& io) { io.rename(base / "from", base / "to"); },
+        {FaultOp::rename, [&](IoBackend&, commit::FileSystem& fs) { fs.rename(base / "from", base / "to"); },
          "(injected, from=" + (base / "from").string() + ", to=" + (base / "to").string() + ")", "rename",
          [&] { return fs::exists(base / "to"); }},
-        {FaultOp::exchange, [&](IoBackend& io) { io.exchange(base / "a", base / "b"); },
+        {FaultOp::exchange, [&](IoBackend&, commit::FileSystem& fs) { fs.exchange(base / "a", base / "b"); },
          "(injected, a=" + (base / "a").string() + ", b=" + (base / "b").string() + ")", "renameat2",
          [&] { return read_file(base / "a") == "b"; }},
-        {FaultOp::remove, [&](IoBackend& io) { io.remove(base / "victim"); },
+        {FaultOp::remove, [&](IoBackend&, commit::FileSystem& fs) { fs.remove(base / "victim"); },
          "(injected, file=" + (base / "victim").string() + ")", "unlink",
          [&] { return !fs::exists(base / "victim"); }},
-        {FaultOp::make_directory, [&](IoBackend& io) { io.make_directory(base / "dir"); },
+        {FaultOp::make_directory, [&](IoBackend&, commit::FileSystem& fs) { fs.make_directory(base / "dir"); },
          "(injected, dir=" + (base / "dir").string() + ")", "mkdir",
          [&] { return fs::is_directory(base / "dir"); }},
-        {FaultOp::sync_directory, [&](IoBackend& io) { io.sync_directory(base); },
+        {FaultOp::sync_directory, [&](IoBackend&, commit::FileSystem& fs) { fs.sync_directory(base); },
          "(injected, dir=" + base.string() + ")", "fsync", nullptr},
-        {FaultOp::write_file, [&](IoBackend& io) { io.write_file_durably(base / "index.json", "{}"); },
+        {FaultOp::write_file, [&](IoBackend&, commit::FileSystem& fs) { fs.write_file_durably(base / "index.json", "{}"); },
          "(injected, file=" + (base / "index.json").string() + ", offset=0, bytes=2)", "pwrite",
          [&] { return read_file(base / "index.json") == "{}"; }},
     };
     for (const NamespaceCase& c : cases) {
       SCOPED_TRACE(c.call_name + " " + c.message_tail);
-      FaultBackend fault(inner(), {.op = c.op, .kind = kind, .nth = 1});
-      const Error e = thrown_by([&] { c.call(fault); });
+      auto plan = std::make_shared<FaultPlan>(FaultSpec{.op = c.op, .kind = kind, .nth = 1});
+      FaultBackend fault(inner(), plan);
+      commit::FaultFileSystem fault_fs(commit::make_posix_file_system(), plan);
+      const Error e = thrown_by([&] { c.call(fault, fault_fs); });
       EXPECT_EQ(e.code(), ErrorCode::io);
       EXPECT_EQ(e.errno_value(), errno_of(kind));
       EXPECT_EQ(std::string(e.what()), c.call_name + ": " + strerror_text(kind) + " " + c.message_tail);
@@ -241,8 +236,9 @@ TEST_P(FaultTest, NamespaceFaultsThrowLikeTheRealCallAndChangeNothing) {
         EXPECT_FALSE(c.took_effect()) << "the failed call changed the filesystem";
       }
       // The second call is not the nth: it reaches the filesystem.
+      if (c.op == FaultOp::write_file) fs::remove(base / "index.json");  // created exclusively
       try {
-        c.call(fault);
+        c.call(fault, fault_fs);
       } catch (const Error& again) {
         // RENAME_EXCHANGE may be missing on this filesystem; anything else is a failure.
         ASSERT_TRUE(c.op == FaultOp::exchange && again.code() == ErrorCode::unavailable) << again.what();
@@ -286,29 +282,33 @@ TEST_P(FaultTest, NthPicksExactlyTheNthWrite) {
 }
 
 TEST_P(FaultTest, NthZeroFailsEveryCall) {
-  FaultBackend fault(inner(), {.op = FaultOp::make_directory, .kind = FaultKind::eio, .nth = 0});
+  commit::FaultFileSystem fault(commit::make_posix_file_system(), {.op = FaultOp::make_directory, .kind = FaultKind::eio, .nth = 0});
   for (int i = 0; i < 3; ++i) {
     const fs::path path = dir_ / ("d" + std::to_string(i));
     EXPECT_EQ(thrown_by([&] { fault.make_directory(path); }).errno_value(), EIO);
     EXPECT_FALSE(fs::exists(path));
   }
-  EXPECT_EQ(fault.calls(FaultOp::make_directory), 3);
+  EXPECT_EQ(fault.plan()->calls(FaultOp::make_directory), 3);
 }
 
 TEST_P(FaultTest, CallsAreCountedPerOperation) {
-  FaultBackend fault(inner(), {.op = FaultOp::rename, .kind = FaultKind::eio, .nth = 100});
+  auto plan = std::make_shared<FaultPlan>(FaultSpec{.op = FaultOp::rename, .kind = FaultKind::eio, .nth = 100});
+  FaultBackend fault(inner(), plan);
+  commit::FaultFileSystem fault_fs(commit::make_posix_file_system(), plan);
   const FileHandle file = fault.create(dir_ / "f", {});
   const auto bytes = pattern(6, 10);
   EXPECT_EQ(write_and_wait(fault, file, 0, bytes.data(), bytes.size()), nullptr);
   EXPECT_EQ(write_and_wait(fault, file, 10, bytes.data(), bytes.size()), nullptr);
   fault.sync(file);
   fault.close(file);
-  fault.rename(dir_ / "f", dir_ / "g");
+  fault_fs.rename(dir_ / "f", dir_ / "g");
   EXPECT_EQ(fault.calls(FaultOp::create), 1);
   EXPECT_EQ(fault.calls(FaultOp::write), 2);
   EXPECT_EQ(fault.calls(FaultOp::sync), 1);
   EXPECT_EQ(fault.calls(FaultOp::rename), 1);
   EXPECT_EQ(fault.calls(FaultOp::remove), 0);
+  EXPECT_EQ(fault.calls(FaultOp::close), 1);
+  EXPECT_EQ(fault.calls(FaultOp::any), 6);  // both seams together: create, 2 writes, sync, close, rename
   EXPECT_FALSE(fault.fired());
   EXPECT_EQ(fault.stats().writes, 2u);
   EXPECT_EQ(fault.stats().bytes_written, 20u);
@@ -441,12 +441,14 @@ TEST_P(FaultTest, LatencyDelaysButSucceeds) {
   slow_writes.close(file);
   EXPECT_EQ(first_difference(read_bytes(path), bytes), "");
 
-  FaultBackend slow_renames(inner(), {.op = FaultOp::rename, .kind = FaultKind::latency, .nth = 1, .latency = 5ms});
+  commit::FaultFileSystem slow_renames(commit::make_posix_file_system(),
+                                       {.op = FaultOp::rename, .kind = FaultKind::latency, .nth = 1, .latency = 5ms});
   slow_renames.rename(path, dir_ / "renamed.bin");
-  EXPECT_TRUE(slow_renames.fired());
+  EXPECT_TRUE(slow_renames.plan()->fired());
   EXPECT_EQ(first_difference(read_bytes(dir_ / "renamed.bin"), bytes), "");
 
-  FaultBackend slow_files(inner(), {.op = FaultOp::write_file, .kind = FaultKind::latency, .nth = 1, .latency = 5ms});
+  commit::FaultFileSystem slow_files(commit::make_posix_file_system(),
+                                     {.op = FaultOp::write_file, .kind = FaultKind::latency, .nth = 1, .latency = 5ms});
   slow_files.write_file_durably(dir_ / "index.json", "{}");
   EXPECT_EQ(read_file(dir_ / "index.json"), "{}");
 }

@@ -38,8 +38,13 @@ def byte_identity_cases():
 
 
 def tree(root: Path):
-    """relative path -> bytes, for every file under root."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """relative path -> bytes, for every Hugging Face file under root (quicksave's checksum manifest,
+    whose ranges follow each writer's staging chunks, is checked by test_crash_safety.py)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".quicksave-manifest.json")
+    }
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ def create_pre_existing(directory: Path, names):
 
 
 def listing(directory: Path):
-    return sorted(os.listdir(directory))
+    """The Hugging Face files (quicksave adds its checksum manifest beside them)."""
+    return sorted(name for name in os.listdir(directory) if not name.endswith(".quicksave-manifest.json"))
 
 
 def expect_safetensors_file(path: Path, call, source):

@@ -39,9 +39,15 @@ def test_signatures_match_the_reference():
         "is_main_process": True, "shared_tensors_to_discard": None}
     assert list(inspect.signature(serialization.save_torch_model).parameters)[1:] == list(save)[1:]
     load = inspect.signature(serialization.load_torch_model).parameters
-    assert {k: p.default for k, p in load.items()} == {
+    reference_load = {
         "model": inspect.Parameter.empty, "checkpoint_path": inspect.Parameter.empty, "strict": False, "safe": True,
         "weights_only": False, "map_location": None, "mmap": False, "filename_pattern": None}
+    assert {k: p.default for k, p in load.items() if k in reference_load} == reference_load
+    # quicksave's own options come after the reference's, keyword-only, off by default (README).
+    extras = [k for k in load if k not in reference_load]
+    assert list(load)[: len(reference_load)] == list(reference_load)
+    assert set(extras) <= {"verify", "allow_unsafe_pickle"}, extras
+    assert all(load[k].kind == inspect.Parameter.KEYWORD_ONLY and load[k].default is False for k in extras)
     from_file = inspect.signature(serialization.load_state_dict_from_file).parameters
     assert {k: p.default for k, p in from_file.items()} == {
         "checkpoint_file": inspect.Parameter.empty, "map_location": None, "weights_only": False, "mmap": False}

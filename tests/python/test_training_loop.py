@@ -82,7 +82,10 @@ def test_async_saves_into_one_directory_keep_the_latest(tmp_path):
     assert all(f.exception() is None for f in done)
     # saves to one directory run in submission order; each replaces the previous atomically
     expect_reloads_exactly(tmp_path / "latest", saves[-1][2])
-    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == [
+        "model.safetensors",
+        "model.safetensors.quicksave-manifest.json",
+    ]
 
 
 def test_state_dict_tensors_stay_alive_while_the_save_reads_them(tmp_path):

@@ -4,7 +4,7 @@
 
 #include <fstream>
 
-#include "io/checkpoint_fixture.hpp"
+#include "commit/checkpoint_fixture.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/torch.hpp"

@@ -101,6 +101,23 @@ class SaveHandle:
         return f"<quicksave.SaveHandle {self.directory!r} {state}>"
 
 
+def _producer_streams(stream) -> List[tuple]:
+    """(device index, cudaStream_t) of each torch.cuda.Stream in `stream` (None, one or a list)."""
+    if stream is None:
+        return []
+    streams = list(stream) if isinstance(stream, (list, tuple)) else [stream]
+    out = []
+    for s in streams:
+        device = getattr(s, "device", None)
+        if getattr(s, "cuda_stream", None) is None or getattr(device, "type", None) != "cuda":
+            raise _C.InvalidArgumentError(f"stream must be a torch.cuda.Stream (or a list of them), got {s!r}")
+        out.append((device.index if device.index is not None else 0, int(s.cuda_stream)))
+    devices = [d for d, _ in out]
+    if len(set(devices)) != len(devices):
+        raise _C.InvalidArgumentError(f"one stream per device, got several for cuda:{max(devices, key=devices.count)}")
+    return out
+
+
 _live_checkpointers: "weakref.WeakSet[Checkpointer]" = weakref.WeakSet()
 
 
@@ -156,17 +173,23 @@ class Checkpointer:
         safe_serialization: bool = True,
         is_main_process: bool = True,
         shared_tensors_to_discard: Optional[List[str]] = None,
+        stream=None,
     ) -> SaveHandle:
         """Starts saving `state_dict` into `save_directory` (save_torch_state_dict's options and
         files) and returns at once. Planning errors (bad size, pattern, dtype) raise here; I/O
-        errors arrive through the handle's futures. The tensors must not change until staged()."""
+        errors arrive through the handle's futures. The tensors must not change until staged().
+
+        CUDA tensors are copied after the work queued so far on each device's current stream
+        (torch.cuda.current_stream()); `stream` (a torch.cuda.Stream, or a list of them, one per
+        device) names the stream that produces the weights instead."""
         if not safe_serialization:
             raise _C.InvalidArgumentError(
                 "save_async writes safetensors only; use save_torch_state_dict(safe_serialization=False) for .bin files"
             )
         args = _save_args(filename_pattern, force_contiguous, max_shard_size, metadata, is_main_process, shared_tensors_to_discard)
         directory = str(save_directory)
-        handle = SaveHandle(self._native.save_async(state_dict, _native_path(directory), args), directory)
+        streams = _producer_streams(stream)
+        handle = SaveHandle(self._native.save_async(state_dict, _native_path(directory), args, streams), directory)
         with self._lock:
             self._handles = [h for h in self._handles if not h.done()]
             self._handles.append(handle)

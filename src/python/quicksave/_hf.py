@@ -214,10 +214,19 @@ def load_state_dict_from_file(
     map_location: Optional[Union[str, "torch.device"]] = None,
     weights_only: bool = False,
     mmap: bool = False,
+    *,
+    allow_unsafe_pickle: bool = False,
 ) -> Union[Dict[str, "torch.Tensor"], Any]:
     """Loads one checkpoint file: a safetensors file through quicksave's validating reader (every
-    header rule checked; with mmap=True the tensors view a private mapping of the file), anything
-    else with torch.load (map_location, weights_only and, where torch has it, mmap forwarded)."""
+    header rule checked; with mmap=True the tensors view a private mapping of the file); any other
+    file (a torch.save `.bin` archive) through quicksave's own reader, which reads state dicts of
+    tensors and refuses anything else, so a checkpoint cannot run code (`weights_only` is then
+    moot: nothing but tensors is ever loaded).
+
+    allow_unsafe_pickle=True hands non-safetensors files to torch.load(weights_only=weights_only)
+    instead (map_location and, where torch has it, mmap forwarded): with weights_only=False that
+    runs any code the file contains. Use it only for files you trust that quicksave's reader
+    refuses (the legacy pre-1.6 format, pickles of objects other than tensors)."""
     checkpoint_path = Path(checkpoint_file)
     if not checkpoint_path.is_file():
         raise _C.NotFoundError(
@@ -228,6 +237,11 @@ def load_state_dict_from_file(
         device = _device_name(map_location)
         if device is not None and torch.device(device).type == "meta":
             logger.warning("Meta device is not supported with safetensors. Falling back to CPU device.")
+            device = "cpu"
+        return _C._load_safetensors(_native_path(checkpoint_path), device, bool(mmap))
+    if not allow_unsafe_pickle:
+        device = _device_name(map_location)
+        if device is not None and torch.device(device).type == "meta":
             device = "cpu"
         return _C._load_safetensors(_native_path(checkpoint_path), device, bool(mmap))
     kwargs: Dict[str, Any] = {"map_location": map_location, "weights_only": weights_only}
@@ -254,7 +268,38 @@ def _strict_keys_message(model, missing: List[str], unexpected: List[str]) -> st
     return message
 
 
-def _load_sharded(model, directory: Path, index_file: Path, pattern: str, strict, weights_only, map_location, mmap):
+def _verify_checksums(directory: Path, pattern: str) -> None:
+    found, mismatches = _C._verify_checksums(_native_path(directory), pattern)
+    if not found:
+        raise _C.NotFoundError(f"verify: {directory} has no quicksave checksum manifest")
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more mismatches)" if len(mismatches) > 1 else ""
+        raise _C.CorruptError(f"verify: {mismatches[0]}{more}")
+
+
+class _FolderView:
+    """The complete checkpoint in a folder as quicksave's loaders read it (quicksave::checkpoint_folder_view):
+    leftovers of an interrupted save are never touched, the journal says which files to read."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.redirected, self.hidden, notes = _C._checkpoint_view(_native_path(directory))
+        for note in notes:
+            logger.info("%s: %s", directory, note)
+
+    def visible(self, name: str) -> bool:
+        return name not in self.hidden
+
+    def path(self, name: str) -> Path:
+        return self.directory / self.redirected.get(name, name)
+
+    def is_file(self, name: str) -> bool:
+        return self.visible(name) and self.path(name).is_file()
+
+
+def _load_sharded(
+    model, directory: "_FolderView", index_file: Path, pattern: str, strict, weights_only, map_location, mmap, allow_unsafe_pickle
+):
     _, weight_map = _C._read_index(_native_path(index_file))
     shards: List[str] = []
     for _, shard in weight_map:
@@ -267,10 +312,22 @@ def _load_sharded(model, directory: Path, index_file: Path, pattern: str, strict
     unexpected = sorted(index_keys - model_keys)
     if strict and (missing or unexpected):
         raise RuntimeError(_strict_keys_message(model, missing, unexpected))
+    names_in: Dict[str, List[str]] = {}
+    for name, shard in weight_map:
+        names_in.setdefault(shard, []).append(name)
     for shard in shards:
         state_dict = load_state_dict_from_file(
-            directory / shard, map_location=map_location, weights_only=weights_only, mmap=mmap
+            directory.path(shard),
+            map_location=map_location,
+            weights_only=weights_only,
+            mmap=mmap,
+            allow_unsafe_pickle=allow_unsafe_pickle,
         )
+        # Every index entry must be in its shard, strict or not: otherwise that parameter would
+        # keep its old values while the load reports success.
+        for name in names_in[shard]:
+            if name not in state_dict:
+                raise _C.CorruptError(f"the index maps {name} to {shard}, which does not hold it")
         # Each shard holds part of the keys: loaded non-strictly, the whole was checked above
         # (the reference loads each shard strictly, so strict=True always fails on several shards).
         model.load_state_dict(state_dict, strict=False)
@@ -288,41 +345,67 @@ def load_torch_model(
     map_location: Optional[Union[str, "torch.device"]] = None,
     mmap: bool = False,
     filename_pattern: Optional[str] = None,
+    verify: bool = False,
+    allow_unsafe_pickle: bool = False,
 ):
     """Loads a checkpoint file, or a directory holding a sharded checkpoint (with its index) or a
     single model file, into `model` with its own load_state_dict. Returns the incompatible keys
-    (sorted). A directory interrupted by a crash mid-save is first completed or rolled back."""
+    (sorted). A directory interrupted by a crash mid-save is read as its last complete checkpoint,
+    without changing it (recovery is for writers and `quicksave recover`). With verify=True every
+    tensor's bytes are first checked against the checksum manifest quicksave writes with each save
+    (quicksave.CorruptError names the file, tensor and byte range of a mismatch).
+    `.bin` files (safe=False) are read by quicksave's own reader, never unpickled with code;
+    allow_unsafe_pickle=True uses torch.load instead (see load_state_dict_from_file)."""
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.exists():
         raise _C.InvalidArgumentError(f"Checkpoint path {checkpoint_path} does not exist")
     if checkpoint_path.is_file():
+        if verify:
+            _verify_checksums(checkpoint_path.parent, SAFETENSORS_WEIGHTS_FILE_PATTERN)
         state_dict = load_state_dict_from_file(
-            checkpoint_path, map_location=map_location, weights_only=weights_only, mmap=mmap
+            checkpoint_path,
+            map_location=map_location,
+            weights_only=weights_only,
+            mmap=mmap,
+            allow_unsafe_pickle=allow_unsafe_pickle,
         )
         return model.load_state_dict(state_dict, strict=strict)
 
-    for action in _C._recover_checkpoint(_native_path(checkpoint_path)):
-        logger.warning("Recovered an interrupted save in %s: %s", checkpoint_path, action)
+    # Loads never write: a folder an interrupted save left leftovers in is read as the complete
+    # checkpoint its journal describes (the C++ loaders use the same view), and left as it is.
+    view = _FolderView(checkpoint_path)
     if filename_pattern is None:
         filename_pattern = SAFETENSORS_WEIGHTS_FILE_PATTERN
-        if not (checkpoint_path / SAFETENSORS_INDEX_FILE).is_file() and not safe:
+        if not view.is_file(SAFETENSORS_INDEX_FILE) and not safe:
             filename_pattern = PYTORCH_WEIGHTS_FILE_PATTERN
-    index_file = checkpoint_path / _C._index_filename(filename_pattern)
-    if index_file.is_file():
+    if verify:
+        _verify_checksums(checkpoint_path, filename_pattern)
+    index_name = _C._index_filename(filename_pattern)
+    if view.is_file(index_name):
+        index_file = view.path(index_name)
         return _load_sharded(
-            model, checkpoint_path, index_file, filename_pattern, strict, weights_only, map_location, mmap
+            model, view, index_file, filename_pattern, strict, weights_only, map_location, mmap, allow_unsafe_pickle
         )
     # Like the reference, the single-file search ignores filename_pattern; hidden files never match.
     extension = ".safetensors" if safe else ".bin"
     matches = [
-        entry
+        view.path(entry.name)
         for entry in checkpoint_path.iterdir()
-        if len(entry.name) > len(extension) and not entry.name.startswith(".") and entry.name.endswith(extension)
+        if len(entry.name) > len(extension)
+        and not entry.name.startswith(".")
+        and entry.name.endswith(extension)
+        and view.visible(entry.name)
     ]
     if len(matches) != 1:
         raise _C.InvalidArgumentError(
             f"Directory '{checkpoint_path}' does not contain a valid checkpoint. Expected either a sharded checkpoint "
             "with an index file, or a single model file."
         )
-    state_dict = load_state_dict_from_file(matches[0], map_location=map_location, weights_only=weights_only, mmap=mmap)
+    state_dict = load_state_dict_from_file(
+        matches[0],
+        map_location=map_location,
+        weights_only=weights_only,
+        mmap=mmap,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+    )
     return model.load_state_dict(state_dict, strict=strict)

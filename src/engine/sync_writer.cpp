@@ -1,12 +1,19 @@
-#include "io/sync_writer.hpp"
+#include "engine/sync_writer.hpp"
 
 #include <future>
 #include <memory>
 
-#include "io/commit.hpp"
+#include "commit/commit.hpp"
+#include "commit/names.hpp"
+#include "engine/checksums.hpp"
+#include "format/manifest.hpp"
 #include "quicksave/error.hpp"
 
-namespace quicksave::io {
+namespace quicksave::engine {
+
+using io::FileHandle;
+using io::IoBackend;
+using io::OpenOptions;
 namespace {
 
 constexpr std::size_t kMaxWriteBytes = 64ull << 20;
@@ -50,8 +57,8 @@ class OpenFile {
   FileHandle handle_;
 };
 
-void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const fs::path& path, IoBackend& io,
-                const HostFetcher& fetch_to_host) {
+void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const std::filesystem::path& path, IoBackend& io,
+                const HostFetcher& fetch_to_host, TensorChecksums* checksums) {
   OpenFile out(io, io.create(path, OpenOptions{.preallocate = file.file_bytes}));
   write_blocking(io, out.get(), 0, reinterpret_cast<const std::byte*>(file.header.data()), file.header.size());
   std::unique_ptr<std::byte[]> bounce;
@@ -68,6 +75,7 @@ void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const
       source = &host_copy;
     }
     const TensorRef& tensor = *source;
+    if (checksums) checksums->record(planned.source, tensor);
     if (tensor.is_contiguous()) {
       write_blocking(io, out.get(), planned.file_offset, static_cast<const std::byte*>(tensor.data), planned.nbytes);
       continue;
@@ -85,32 +93,43 @@ void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const
 
 }  // namespace
 
-SaveResult write_plan_sync(const plan::SavePlan& plan, const fs::path& directory, bool is_main_process, IoBackend& io,
-                           const HostFetcher& fetch_to_host) {
-  Commit commit = Commit::begin(io, directory, plan.pattern, plan.output_names(), is_main_process);
+std::vector<std::string> commit_outputs(const plan::SavePlan& plan, bool checksums) {
+  std::vector<std::string> outputs = plan.output_names();
+  if (checksums) outputs.push_back(commit::manifest_name(plan.pattern));
+  return outputs;
+}
+
+SaveResult write_plan_sync(const plan::SavePlan& plan, const std::filesystem::path& directory, const SaveOptions& options,
+                           IoBackend& io, commit::FileSystem& fs, const HostFetcher& fetch_to_host) {
+  commit::Commit transaction = commit::Commit::begin(fs, directory,
+                                                commit::BeginOptions{.pattern = plan.pattern,
+                                                                     .outputs = commit_outputs(plan, options.checksums),
+                                                                     .is_main_process = options.is_main_process,
+                                                                     .wait_for_lock = options.wait_for_lock});
+  std::optional<TensorChecksums> checksums;
+  if (options.checksums) checksums.emplace(plan);
   SaveResult result;
   result.backend = io.name();
   for (const auto& file : plan.files) {
-    write_file(plan, file, commit.staging_path(file.filename), io, fetch_to_host);
+    write_file(plan, file, transaction.staging_path(file.filename), io, fetch_to_host, checksums ? &*checksums : nullptr);
     result.files.push_back(file.filename);
     result.bytes_written += file.file_bytes;
   }
+  std::vector<std::pair<std::string, std::string>> small_files;
   if (plan.index_filename) {
-    io.write_file_durably(commit.staging_path(*plan.index_filename), plan.index_json);
+    small_files.emplace_back(*plan.index_filename, plan.index_json);
     result.files.push_back(*plan.index_filename);
     result.bytes_written += plan.index_json.size();
   }
-  CommitResult committed = commit.publish();
-  result.commit_mode = to_string(committed.mode);
-  result.removed_stale = committed.removed;
-  if (committed.deferred_removal) {
-    try {
-      io.remove_all(*committed.deferred_removal);
-    } catch (...) {
-      // The new checkpoint is committed; recover() removes the old tree later.
-    }
+  if (checksums) {
+    result.manifest = commit::manifest_name(plan.pattern);
+    small_files.emplace_back(result.manifest, format::manifest_to_json(checksums->manifest()));
   }
+  const commit::CommitResult committed = transaction.publish(small_files);
+  result.commit_mode = commit::to_string(committed.mode);
+  result.removed_stale = committed.removed;
+  transaction.release_previous();
   return result;
 }
 
-}  // namespace quicksave::io
+}  // namespace quicksave::engine

@@ -13,7 +13,7 @@
 #include <random>
 #include <thread>
 
-#include "io/checkpoint_fixture.hpp"
+#include "commit/checkpoint_fixture.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/save.hpp"
 

@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "quicksave/reader.hpp"
-#include "test_support.hpp"
+#include "quicksave/save.hpp"
+#include "../test_support.hpp"
 #include "quicksave/tensor_ref.hpp"
 
 namespace quicksave::testing {
@@ -50,12 +51,23 @@ inline bool has_leftovers(const fs::path& dir) {
 }
 
 // Loads the checkpoint (index if present, else model.safetensors) and returns the generation all
-// of its `count` tensors hold; nullopt (with a test failure message) when anything is off.
-inline std::optional<int> checkpoint_generation(const fs::path& dir, int count) {
+// of its `count` tensors hold; nullopt (with a test failure message) when anything is off. With
+// `as_loaded`, reads the folder as quicksave's loaders do (through checkpoint_folder_view, so a
+// folder holding an interrupted save's leftovers reads as its last complete checkpoint).
+inline std::optional<int> checkpoint_generation(const fs::path& dir, int count, bool as_loaded = false) {
+  CheckpointFolderView view;
+  if (as_loaded) view = checkpoint_folder_view(dir);
+  const auto file_of = [&](const std::string& name) -> std::optional<fs::path> {
+    if (view.hidden.contains(name)) return std::nullopt;
+    const auto it = view.redirected.find(name);
+    const fs::path path = dir / (it == view.redirected.end() ? name : it->second);
+    if (!fs::exists(path)) return std::nullopt;
+    return path;
+  };
   std::vector<std::pair<std::string, std::string>> weight_map;
-  if (fs::exists(dir / "model.safetensors.index.json")) {
-    weight_map = read_index_file(dir / "model.safetensors.index.json").weight_map;
-  } else if (fs::exists(dir / "model.safetensors")) {
+  if (const auto index = file_of("model.safetensors.index.json")) {
+    weight_map = read_index_file(*index).weight_map;
+  } else if (file_of("model.safetensors")) {
     for (int i = 0; i < count; ++i) weight_map.emplace_back("layers." + std::to_string(i) + ".weight", "model.safetensors");
   } else {
     ADD_FAILURE() << "no checkpoint in " << dir;
@@ -68,9 +80,16 @@ inline std::optional<int> checkpoint_generation(const fs::path& dir, int count) 
   std::optional<int> generation;
   std::set<std::string> files;
   for (const auto& [name, file] : weight_map) files.insert(file);
+  std::size_t tensors = 0;
   for (const auto& file : files) {
-    const auto st = SafetensorsFile::open(dir / file);
+    const auto path = file_of(file);
+    if (!path) {
+      ADD_FAILURE() << "the index names " << file << ", which is not there";
+      return std::nullopt;
+    }
+    const auto st = SafetensorsFile::open(*path);
     for (const auto& entry : st.header().tensors) {
+      ++tensors;
       const auto bytes = st.data(entry);
       const float* values = reinterpret_cast<const float*>(bytes.data());
       for (std::size_t k = 0; k < bytes.size() / 4; ++k) {
@@ -82,6 +101,10 @@ inline std::optional<int> checkpoint_generation(const fs::path& dir, int count) 
         }
       }
     }
+  }
+  if (tensors != static_cast<std::size_t>(count)) {
+    ADD_FAILURE() << "the files hold " << tensors << " tensors, expected " << count;
+    return std::nullopt;
   }
   return generation;
 }

@@ -1,0 +1,29 @@
+#include "format/checksum.hpp"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+namespace quicksave::format {
+
+std::uint64_t xxh3_64(const void* data, std::size_t length) { return XXH3_64bits(data, length); }
+
+std::string hash_to_hex(std::uint64_t hash) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex(16, '0');
+  for (int i = 15; i >= 0; --i, hash >>= 4) hex[static_cast<std::size_t>(i)] = kDigits[hash & 0xf];
+  return hex;
+}
+
+std::optional<std::uint64_t> hash_from_hex(std::string_view hex) {
+  if (hex.size() != 16) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : hex) {
+    value <<= 4;
+    if (c >= '0' && c <= '9') value |= static_cast<std::uint64_t>(c - '0');
+    else if (c >= 'a' && c <= 'f') value |= static_cast<std::uint64_t>(c - 'a' + 10);
+    else return std::nullopt;
+  }
+  return value;
+}
+
+}  // namespace quicksave::format
