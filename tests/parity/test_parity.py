@@ -161,8 +161,16 @@ def c_order_bytes(tensor):
     return tensor.numpy().tobytes()
 
 
+MANIFEST_SUFFIX = ".quicksave-manifest.json"
+
+
 def checkpoint_listing(folder):
     return sorted(p.name for p in Path(folder).iterdir())
+
+
+def hugging_face_listing(folder):
+    """The folder's files less quicksave's checksum manifest, which sits beside the index."""
+    return [name for name in checkpoint_listing(folder) if not name.endswith(MANIFEST_SUFFIX)]
 
 
 def saved_tensors(folder):
@@ -323,7 +331,9 @@ def test_saves_match_the_reference(cases, saves, workdir):
                 assert torch.equal(case.state_dict[kept], tensor) and case.state_dict[kept].stride() == tensor.stride(), \
                     f"seed {case.seed}: alias {name} -> {kept} is not the same view"
         if result["hf"] is None and not case.reference_may_differ:
-            assert checkpoint_listing(d / "hf") == checkpoint_listing(d / "py"), f"seed {case.seed}"
+            assert checkpoint_listing(d / "hf") == hugging_face_listing(d / "py"), f"seed {case.seed}"
+            manifests = [name for name in checkpoint_listing(d / "py") if name.endswith(MANIFEST_SUFFIX)]
+            assert len(manifests) == 1, f"seed {case.seed}: {manifests}"
             hf_tensors, hf_meta = saved_tensors(d / "hf")
             assert hf_meta == py_meta, f"seed {case.seed}"
             assert {k: v[:3] for k, v in hf_tensors.items()} == {k: v[:3] for k, v in py_tensors.items()}, f"seed {case.seed}"

@@ -49,8 +49,14 @@ def test_signatures_match_the_reference():
     assert set(extras) <= {"verify", "allow_unsafe_pickle"}, extras
     assert all(load[k].kind == inspect.Parameter.KEYWORD_ONLY and load[k].default is False for k in extras)
     from_file = inspect.signature(serialization.load_state_dict_from_file).parameters
-    assert {k: p.default for k, p in from_file.items()} == {
+    reference_from_file = {
         "checkpoint_file": inspect.Parameter.empty, "map_location": None, "weights_only": False, "mmap": False}
+    assert list(from_file)[: len(reference_from_file)] == list(reference_from_file)
+    assert {k: p.default for k, p in from_file.items() if k in reference_from_file} == reference_from_file
+    from_file_extras = [k for k in from_file if k not in reference_from_file]
+    assert from_file_extras == ["allow_unsafe_pickle"], from_file_extras
+    assert from_file["allow_unsafe_pickle"].kind == inspect.Parameter.KEYWORD_ONLY
+    assert from_file["allow_unsafe_pickle"].default is False
     split = inspect.signature(serialization.split_torch_state_dict_into_shards).parameters
     assert {k: p.default for k, p in split.items()} == {
         "state_dict": inspect.Parameter.empty, "filename_pattern": "model{suffix}.safetensors", "max_shard_size": "5GB"}
