@@ -16,9 +16,10 @@ base=$("$wheel_python" -c 'import sys; print(sys._base_executable)')
 py=$work/venv/bin/python
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 "$wheel_python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))' >"$site/_quicksave_test_wheel_torch.pth"
-# The build folder is kept between runs (incremental here; a fresh clone builds it once).
+# The build folder is kept between runs (incremental here; a fresh clone builds it once). The long
+# option: the pip of a Debian 12 venv (23.0) has no `-C`.
 env -u PYTHONPATH "$py" -m pip install --disable-pip-version-check -q \
-  -C build-dir="$work/build" "$src"
+  --config-settings=build-dir="$work/build" "$src"
 echo "pip install: $((SECONDS - start)) s"
 cd "$work/run"
 env -u PYTHONPATH "$py" -c '
