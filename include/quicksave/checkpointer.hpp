@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -71,6 +72,13 @@ class SaveHandle {
   // previous checkpoint is untouched (unless the save had already been published).
   void cancel();
   SaveProgress progress() const;
+  // Runs `callback` once staged() (or committed()) is ready, successfully or not: at once on this
+  // thread when it already is, otherwise on the engine thread that makes it ready. Each callback
+  // runs exactly once and is then dropped. It runs on the engine's own threads, so it must be
+  // short and must not block or wait for a save (hand the work to another thread); what it
+  // throws is ignored.
+  void when_staged(std::function<void()> callback) const;
+  void when_committed(std::function<void()> callback) const;
 
  private:
   friend class Checkpointer;

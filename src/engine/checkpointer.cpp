@@ -265,5 +265,13 @@ SaveProgress SaveHandle::progress() const {
   require_valid(job_);
   return job_->progress();
 }
+void SaveHandle::when_staged(std::function<void()> callback) const {
+  require_valid(job_);
+  job_->when_staged(std::move(callback));
+}
+void SaveHandle::when_committed(std::function<void()> callback) const {
+  require_valid(job_);
+  job_->when_committed(std::move(callback));
+}
 
 }  // namespace quicksave

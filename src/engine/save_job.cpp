@@ -43,6 +43,61 @@ SaveProgress SaveJob::progress() const {
 
 void SaveJob::post(std::function<void()> task) { env_.executor(std::move(task)); }
 
+namespace {
+
+// A completion callback's exception must not escape into the engine thread that ran it.
+void run_callbacks(std::vector<std::function<void()>> callbacks) {
+  for (auto& callback : callbacks) {
+    try {
+      callback();
+    } catch (...) {
+    }
+  }
+}
+
+// Registers `callback`, or runs it at once when the future is already ready.
+void add_callback(std::mutex& mutex, bool& ready, std::vector<std::function<void()>>& callbacks,
+                  std::function<void()> callback) {
+  {
+    std::lock_guard lock(mutex);
+    if (!ready) {
+      callbacks.push_back(std::move(callback));
+      return;
+    }
+  }
+  run_callbacks({std::move(callback)});
+}
+
+}  // namespace
+
+void SaveJob::when_staged(std::function<void()> callback) {
+  add_callback(mutex_, staged_ready_, staged_callbacks_, std::move(callback));
+}
+
+void SaveJob::when_committed(std::function<void()> callback) {
+  add_callback(mutex_, committed_ready_, committed_callbacks_, std::move(callback));
+}
+
+void SaveJob::staged_ready() {
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mutex_);
+    staged_ready_ = true;
+    callbacks.swap(staged_callbacks_);
+  }
+  run_callbacks(std::move(callbacks));
+}
+
+void SaveJob::committed_ready() {
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mutex_);
+    committed_ready_ = true;
+    callbacks.swap(committed_callbacks_);
+  }
+  run_callbacks(std::move(callbacks));
+}
+
 void SaveJob::start() {
   {
     std::lock_guard lock(mutex_);
@@ -57,6 +112,7 @@ void SaveJob::start() {
         staged_set_ = true;
       }
       staged_promise_.set_value();
+      staged_ready();
       finalize();
     } else {
       auto self = shared_from_this();
@@ -162,6 +218,7 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     // copies would otherwise hold them for as long as anyone holds the handle).
     for (auto& tensor : plan_.tensors) tensor.keepalive.reset();
     staged_promise_.set_value();
+    staged_ready();
   }
   std::size_t length = chunk.length;
   if (env_.direct_io) {
@@ -257,6 +314,7 @@ void SaveJob::finalize() {
       finished_ = true;
     }
     committed_promise_.set_value(std::move(result));
+    committed_ready();
     // The previous checkpoint's tree: deleting big files blocks for seconds, so it happens
     // after `committed` has fired; then the folder's lock goes.
     coordinator_->release_previous();
@@ -310,8 +368,12 @@ void SaveJob::finish_failed() {
     set_staged = !staged_set_;
     staged_set_ = true;
   }
-  if (set_staged) staged_promise_.set_exception(error_);
+  if (set_staged) {
+    staged_promise_.set_exception(error_);
+    staged_ready();
+  }
   committed_promise_.set_exception(error_);
+  committed_ready();
   env_.on_finished();
 }
 

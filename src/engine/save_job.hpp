@@ -65,6 +65,9 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   std::shared_future<void> staged() const { return staged_future_; }
   std::shared_future<SaveResult> committed() const { return committed_future_; }
   SaveProgress progress() const;
+  // SaveHandle::when_staged / when_committed: `callback` runs once the future is ready.
+  void when_staged(std::function<void()> callback);
+  void when_committed(std::function<void()> callback);
 
  private:
   using LeasePtr = std::shared_ptr<stage::Lease>;
@@ -80,6 +83,10 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   void operation_done();
   void finish_failed();
   void post(std::function<void()> task);
+  // Called right after the staged (committed) promise is set: marks it ready and runs the
+  // callbacks registered so far, outside the mutex.
+  void staged_ready();
+  void committed_ready();
 
   plan::SavePlan plan_;
   std::filesystem::path directory_;
@@ -109,6 +116,13 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   std::shared_future<void> staged_future_;
   std::promise<SaveResult> committed_promise_;
   std::shared_future<SaveResult> committed_future_;
+
+  // Completion callbacks, each run once (guarded by mutex_). A *_ready_ flag is set only after
+  // its promise, so a callback registered later runs at once and sees a ready future.
+  bool staged_ready_ = false;
+  bool committed_ready_ = false;
+  std::vector<std::function<void()>> staged_callbacks_;
+  std::vector<std::function<void()>> committed_callbacks_;
 };
 
 }  // namespace quicksave::engine

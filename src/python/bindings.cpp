@@ -303,6 +303,24 @@ bool wait_ready(const std::shared_future<T>& future, const std::optional<double>
   return future.wait_for(timeout) == std::future_status::ready;
 }
 
+// A Python callable run by the engine as a completion callback: called, and finally released,
+// with the GIL taken (the engine's threads do not hold it). What it raises is reported as
+// unraisable, never thrown into the engine.
+std::function<void()> engine_callback(py::function callable) {
+  std::shared_ptr<py::function> held(new py::function(std::move(callable)), [](py::function* f) {
+    py::gil_scoped_acquire gil;
+    delete f;
+  });
+  return [held] {
+    py::gil_scoped_acquire gil;
+    try {
+      (*held)();
+    } catch (py::error_already_set& error) {
+      error.discard_as_unraisable("quicksave completion callback");
+    }
+  };
+}
+
 class PySaveHandle {
  public:
   explicit PySaveHandle(SaveHandle handle) : handle_(std::move(handle)) {}
@@ -323,8 +341,15 @@ class PySaveHandle {
   bool committed_ready() const {
     return handle_.committed().wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   }
-  void cancel() { handle_.cancel(); }
+  void cancel() {
+    // Cancelling may complete the futures on this thread, running callbacks that take the GIL.
+    py::gil_scoped_release release;
+    handle_.cancel();
+  }
   SaveProgress progress() const { return handle_.progress(); }
+  // `callback()` runs once the future is ready (at once if it is): see engine_callback.
+  void when_staged(py::function callback) { handle_.when_staged(engine_callback(std::move(callback))); }
+  void when_committed(py::function callback) { handle_.when_committed(engine_callback(std::move(callback))); }
 
  private:
   SaveHandle handle_;
@@ -597,7 +622,9 @@ PYBIND11_MODULE(_quicksave, m) {
       .def("staged_ready", &PySaveHandle::staged_ready)
       .def("committed_ready", &PySaveHandle::committed_ready)
       .def("cancel", &PySaveHandle::cancel)
-      .def("progress", &PySaveHandle::progress);
+      .def("progress", &PySaveHandle::progress)
+      .def("when_staged", &PySaveHandle::when_staged, py::arg("callback"))
+      .def("when_committed", &PySaveHandle::when_committed, py::arg("callback"));
 
   py::class_<CheckpointerOptions>(m, "_CheckpointerOptions")
       .def_readonly("pinned_budget_bytes", &CheckpointerOptions::pinned_budget_bytes)

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -157,6 +158,70 @@ TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
   EXPECT_NE(handle.staged().wait_for(std::chrono::seconds(0)), std::future_status::ready);
   handle.committed().get();
   EXPECT_EQ(handle.staged().wait_for(std::chrono::seconds(0)), std::future_status::ready);
+}
+
+// Completion callbacks: each runs exactly once, after its future is ready (so it may read it),
+// staged before committed; one registered after completion runs at once; a throwing one is ignored.
+TEST(Checkpointer, CompletionCallbacksRunOnceWhenTheFuturesAreReady) {
+  TempDir tmp;
+  auto slow = std::make_unique<io::FaultBackend>(io::make_posix_backend(2),
+                                                 io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0,
+                                                               .latency = std::chrono::milliseconds(20)});
+  Checkpointer ckpt(small_options(64 * 1024, 64 * 1024), std::move(slow));
+  SyntheticStateDict sd(1, 3, 16000);
+  SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
+  std::mutex mutex;
+  std::vector<std::string> events;
+  auto record = [&](const std::string& what, bool ready) {
+    std::lock_guard lock(mutex);
+    events.push_back(what + (ready ? "" : " (not ready)"));
+  };
+  handle.when_committed([&] {
+    record("committed", handle.committed().wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  });
+  handle.when_staged([&] { record("staged", handle.staged().wait_for(std::chrono::seconds(0)) == std::future_status::ready); });
+  handle.when_staged([] { throw std::runtime_error("ignored"); });
+  EXPECT_FALSE(handle.committed().get().files.empty());
+  // The callback runs on the engine thread right after the promise: wait for it, never for ever.
+  for (int i = 0; i < 2000; ++i) {
+    {
+      std::lock_guard lock(mutex);
+      if (events.size() == 2) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  bool ran_here = false;
+  handle.when_committed([&] { ran_here = true; });
+  EXPECT_TRUE(ran_here) << "a callback registered after completion runs at once";
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(events, (std::vector<std::string>{"staged", "committed"}));
+}
+
+TEST(Checkpointer, CompletionCallbacksRunWhenTheSaveFails) {
+  TempDir tmp;
+  Checkpointer ckpt(small_options(), std::make_unique<io::FaultBackend>(
+                                         io::make_posix_backend(2),
+                                         io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::eio, .nth = 1}));
+  SyntheticStateDict sd(1, 3, 16000);
+  SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
+  std::promise<bool> staged_failed, committed_failed;
+  auto failed = [](const auto& future) {
+    try {
+      future.get();
+      return false;
+    } catch (const Error&) {
+      return true;
+    }
+  };
+  handle.when_staged([&] { staged_failed.set_value(failed(handle.staged())); });
+  handle.when_committed([&] { committed_failed.set_value(failed(handle.committed())); });
+  auto staged = staged_failed.get_future();
+  auto committed = committed_failed.get_future();
+  ASSERT_EQ(committed.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_TRUE(committed.get());
+  ASSERT_EQ(staged.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  // Staging may complete before the failing write: either outcome is a ready future.
+  staged.get();
 }
 
 std::uint64_t anonymous_resident_bytes() {

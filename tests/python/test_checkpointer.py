@@ -33,7 +33,7 @@ def test_futures_are_concurrent_futures(tmp_path):
         late = []
         committed.add_done_callback(late.append)  # already done: called at once
         assert late == [committed]
-        handle._join()  # the callbacks ran on the watcher thread before it ended
+        handle._join()  # returns once the completion thread has run the callbacks
     with lock:
         assert sorted(name for name, _ in calls) == ["committed", "staged"]
     assert isinstance(result, quicksave.SaveResult)
@@ -174,3 +174,44 @@ def test_saves_from_several_python_threads(tmp_path):
     for i in range(8):
         assert torch.equal(quicksave.load_state_dict_from_file(tmp_path / f"c{i}" / "model.safetensors")["w"],
                            torch.full((100,), float(i)))
+
+
+def test_no_thread_per_save_and_callbacks_run_off_the_engine_threads(tmp_path):
+    """The engine calls back on completion: saves in flight add no waiting threads, and the
+    futures' callbacks run on quicksave's one completion thread, never on an engine thread."""
+    ran_on = []
+    lock = threading.Lock()
+
+    def record(future):
+        with lock:
+            ran_on.append(threading.current_thread().name)
+
+    with quicksave.Checkpointer(max_in_flight_saves=8) as ckpt:
+        before = threading.active_count()
+        handles = [ckpt.save_async(state_dict(), tmp_path / f"c{i}") for i in range(8)]
+        threads_while_saving = threading.active_count()
+        for h in handles:
+            h.staged().add_done_callback(record)
+            h.committed().add_done_callback(record)
+        for h in handles:
+            h.committed().result()
+            h._join()
+    assert threads_while_saving <= before + 1, (before, threads_while_saving)  # at most the completion thread
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("quicksave-save")]
+    with lock:
+        assert len(ran_on) == 16, ran_on
+        # Already done when added: at once on this thread; otherwise on the completion thread.
+        assert set(ran_on) <= {"quicksave-completions", threading.current_thread().name}, ran_on
+
+
+def test_a_failed_save_completes_both_futures_through_the_callbacks(tmp_path):
+    with quicksave.Checkpointer(pinned_budget_bytes=1 << 20, chunk_bytes=1 << 18) as ckpt:
+        handle = ckpt.save_async(state_dict(n=16, size=256 * 1024), tmp_path / "c")
+        handle.cancel()
+        try:
+            handle.committed().result(timeout=60)
+        except quicksave.CancelledError:
+            pass  # cancelled in time; otherwise it was already published, which cancel() allows
+        assert handle.staged().done()
+        handle._join()
+        assert handle.done()

@@ -8,12 +8,17 @@ SaveHandle whose staged() and committed() are concurrent.futures.Future objects.
     optimizer.step()
     handle.committed().result()   # durable and published, or the save's error raised
 
-One watcher thread per save waits on the engine (with the GIL released) and completes the two
-futures, running their callbacks; the copying and writing run on the engine's own threads. The
-watchers are not daemons, so the interpreter does not exit with a save half-written.
+No thread waits per save: the engine calls back when a save is staged and when it is committed
+(SaveHandle.when_staged/when_committed in C++), and that callback only queues the handle for
+_Completions, one thread per process that completes the futures and so runs their callbacks (user
+code never runs on the engine's threads, which must not block). The copying and writing run on
+the engine's own threads. At exit, quicksave's atexit hook closes every Checkpointer, which waits
+for the saves in flight, so the interpreter does not exit with a save half-written.
 """
 
 import concurrent.futures
+import queue
+import sys
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Union
@@ -29,6 +34,37 @@ def _running_future() -> concurrent.futures.Future:
     return future
 
 
+class _Completions:
+    """The one thread that completes the futures of every save. The engine's completion callbacks
+    (on its own threads, with the GIL taken) only put work here. A daemon: the interpreter's
+    atexit hook, not this thread, keeps it alive until the saves finish; started on first use and
+    again in a forked child, where the parent's thread does not exist."""
+
+    def __init__(self) -> None:
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def post(self, work) -> None:
+        self._queue.put(work)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="quicksave-completions", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                work()
+            except BaseException:  # a bug here must not stop the other saves' completions
+                sys.excepthook(*sys.exc_info())
+            del work
+
+
+_completions = _Completions()
+
+
 class SaveHandle:
     """One asynchronous save. staged() and committed() are concurrent.futures.Future objects
     (result(timeout), done(), exception(), add_done_callback(), usable with
@@ -40,18 +76,27 @@ class SaveHandle:
         self.directory = directory
         self._staged = _running_future()
         self._committed = _running_future()
-        self._watcher = threading.Thread(target=self._watch, name=f"quicksave-save:{directory}", daemon=False)
-        self._watcher.start()
+        self._completed = threading.Event()  # set once committed()'s callbacks have run
+        # The engine holds these callbacks (and so this handle) until the save completes.
+        native.when_staged(lambda: _completions.post(self._complete_staged))
+        native.when_committed(lambda: _completions.post(self._complete_committed))
 
-    def _watch(self) -> None:
+    def _complete_staged(self) -> None:
+        native = self._native
+        if native is None:  # already completed by _complete_committed (its event came first)
+            return
         try:
-            self._native.wait_staged()
+            native.wait_staged(0)  # ready: returns at once, or raises the save's error
         except BaseException as error:  # delivered through the future, like any Future's
             self._staged.set_exception(error)
         else:
             self._staged.set_result(None)
+
+    def _complete_committed(self) -> None:
+        if not self._staged.done():  # the staged completion is queued first; never leave it open
+            self._complete_staged()
         try:
-            result = self._native.wait_committed()
+            result = self._native.wait_committed(0)
         except BaseException as error:
             outcome = (None, error)
         else:
@@ -60,10 +105,13 @@ class SaveHandle:
         # final progress so that a handle kept for its result does not keep the tensors alive.
         self._final_progress = self._native.progress()
         self._native = None
-        if outcome[1] is not None:
-            self._committed.set_exception(outcome[1])
-        else:
-            self._committed.set_result(outcome[0])
+        try:
+            if outcome[1] is not None:
+                self._committed.set_exception(outcome[1])
+            else:
+                self._committed.set_result(outcome[0])
+        finally:
+            self._completed.set()
 
     def staged(self) -> concurrent.futures.Future:
         """Done when every source byte has been copied out of the tensors."""
@@ -94,7 +142,8 @@ class SaveHandle:
         return self._committed.result(timeout)
 
     def _join(self) -> None:
-        self._watcher.join()
+        """Returns once the save is committed or failed and the futures' callbacks have run."""
+        self._completed.wait()
 
     def __repr__(self) -> str:
         state = "committed" if self._committed.done() else "staged" if self._staged.done() else "staging"
