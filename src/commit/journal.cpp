@@ -81,7 +81,8 @@ Journal decode_journal(std::string_view text, std::string_view expected_tag) {
   const auto checked_inode = [&](std::string_view digits, std::size_t line) {
     std::uint64_t value = 0;
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-    if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() || value == 0) {
+    // Only the canonical decimal form encode_journal writes: a journal is never read two ways.
+    if (digits.empty() || digits[0] == '0' || error != std::errc() || end != digits.data() + digits.size() || value == 0) {
       corrupt(expected_tag, "line " + std::to_string(line + 1) + " has no valid inode number");
     }
     return value;
