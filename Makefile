@@ -46,7 +46,8 @@ sanitize: setup
 	cmake --preset tsan >/dev/null && cmake --build build-tsan -j $(JOBS) && (cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j $(JOBS) -LE 'install|long|stress')
 
 # libFuzzer (clang) for FUZZ_SECONDS on each target: the header, index and pickle readers.
-# Each grows its own working corpus under build-fuzz/, seeded from tests/fuzz/.
+# Each grows its own working corpus under build-fuzz/, seeded from tests/fuzz/; a crashing input
+# is written to build-fuzz/<target>-crash-<hash> (add it to the seeds once fixed).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = header_fuzz:corpus index_fuzz:corpus_index pickle_fuzz:corpus_pickle protocol_fuzz:corpus_protocol
 fuzz: setup
@@ -55,7 +56,7 @@ fuzz: setup
 	  target=$${t%%:*}; seeds=$${t#*:}; \
 	  mkdir -p build-fuzz/$$seeds && cp tests/fuzz/$$seeds/* build-fuzz/$$seeds/; \
 	  echo "== $$target for $(FUZZ_SECONDS) s"; \
-	  build-fuzz/tests/fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/$$seeds; \
+	  build-fuzz/tests/fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/$$target- build-fuzz/$$seeds; \
 	done
 
 clean:
