@@ -58,8 +58,10 @@ namespace {
 
 std::string holder_text(const std::string& tag) {
   const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);  // not std::gmtime: its static result races with saves on other threads
   char when[32] = {};
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
   return "tag=" + tag + " " + process_identity() + " since=" + when;
 }
 
