@@ -58,6 +58,11 @@ class StoreCoordinator : public engine::SaveCoordinator {
     config_.store->set(key("done/" + std::to_string(config_.rank)), "1");
     if (config_.rank != 0) {
       wait_for(key("published"), 0, "to publish the checkpoint");
+      try {
+        config_.store->set(key("seen/" + std::to_string(config_.rank)), "1");
+      } catch (const std::exception&) {
+        // Published is committed even if the store went away with rank 0 just now.
+      }
       stop_heartbeat();
       return commit::CommitResult{layout_.mode, {}, {}};
     }
@@ -66,6 +71,13 @@ class StoreCoordinator : public engine::SaveCoordinator {
     if (plan.index_filename) small_files.emplace_back(*plan.index_filename, plan.index_json);
     commit::CommitResult result = commit_->publish(small_files);
     config_.store->set(key("published"), "1");
+    for (int r = 1; r < config_.world_size; ++r) {
+      try {
+        wait_for(key("seen/" + std::to_string(r)), r, "to see the checkpoint published", /*stop_on_failure=*/false);
+      } catch (const Error&) {
+        // Published is committed: a rank gone silent after its files were durable changes nothing.
+      }
+    }
     stop_heartbeat();
     return result;
   }

@@ -10,7 +10,11 @@
 //      another rank owns, it waits for that owner's created key.
 //   3. each rank writes, fsyncs and closes its files, then sets <p>/done/<rank>.
 //   4. rank 0: waits for every done key, writes the index, Commit::publish, sets <p>/published;
-//      other ranks: wait for <p>/published.
+//      other ranks: wait for <p>/published, then set <p>/seen/<rank>.
+//   5. rank 0: waits for every seen key before returning, because the store often lives in rank
+//      0's process (c10d TCPStore): were it to exit at once, a rank still polling for step 4's key
+//      would lose the store and report a published save as failed. The checkpoint is already
+//      published, so a rank that never answers only costs the timeout, never an error.
 //   Failure anywhere: the failing rank sets <p>/failed = "rank R: <error>" (first one wins);
 //   every wait above checks <p>/failed and throws it; other ranks remove the files they own and
 //   set <p>/aborted/<rank>; rank 0 waits for those (or the timeout), then aborts the commit (its
