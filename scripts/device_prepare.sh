@@ -3,7 +3,8 @@
 # Debian 12 packages that the GPU machine lacks to build quicksave and its tests into .deb/
 # (ignored by git, about 11 MB), for scripts/device_check.sh to unpack there with dpkg -x.
 #   Boost headers (Asio), nlohmann-json, liburing (+ its runtime), GoogleTest/GoogleMock,
-#   Google Benchmark, DLPack headers, and pkgconf (CMake's FindPkgConfig needs a pkg-config).
+#   Google Benchmark, DLPack headers, xxHash (the checksum manifest) and pkgconf (CMake's
+#   FindPkgConfig needs a pkg-config).
 # Only packages not already in .deb/ are fetched; safe to re-run. The packages are x86-64 ones,
 # as the GPU machine is.
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   libboost1.74-dev nlohmann-json3-dev liburing-dev liburing2 libgtest-dev libgmock-dev
-  libbenchmark-dev libbenchmark1debian libdlpack-dev pkgconf pkgconf-bin libpkgconf3
+  libbenchmark-dev libbenchmark1debian libdlpack-dev pkgconf pkgconf-bin libpkgconf3 libxxhash-dev
 )
 
 arch=$(dpkg --print-architecture)
