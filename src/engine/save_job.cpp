@@ -55,45 +55,29 @@ void run_callbacks(std::vector<std::function<void()>> callbacks) {
   }
 }
 
-// Registers `callback`, or runs it at once when the future is already ready.
-void add_callback(std::mutex& mutex, bool& ready, std::vector<std::function<void()>>& callbacks,
-                  std::function<void()> callback) {
+}  // namespace
+
+void SaveJob::when_staged(std::function<void()> callback) { add_callback(staged_completion_, std::move(callback)); }
+
+void SaveJob::when_committed(std::function<void()> callback) { add_callback(committed_completion_, std::move(callback)); }
+
+void SaveJob::add_callback(Completion& completion, std::function<void()> callback) {
   {
-    std::lock_guard lock(mutex);
-    if (!ready) {
-      callbacks.push_back(std::move(callback));
+    std::lock_guard lock(mutex_);
+    if (!completion.ready) {
+      completion.callbacks.push_back(std::move(callback));
       return;
     }
   }
-  run_callbacks({std::move(callback)});
+  run_callbacks({std::move(callback)});  // already ready: at once, on this thread
 }
 
-}  // namespace
-
-void SaveJob::when_staged(std::function<void()> callback) {
-  add_callback(mutex_, staged_ready_, staged_callbacks_, std::move(callback));
-}
-
-void SaveJob::when_committed(std::function<void()> callback) {
-  add_callback(mutex_, committed_ready_, committed_callbacks_, std::move(callback));
-}
-
-void SaveJob::staged_ready() {
+void SaveJob::mark_ready(Completion& completion) {
   std::vector<std::function<void()>> callbacks;
   {
     std::lock_guard lock(mutex_);
-    staged_ready_ = true;
-    callbacks.swap(staged_callbacks_);
-  }
-  run_callbacks(std::move(callbacks));
-}
-
-void SaveJob::committed_ready() {
-  std::vector<std::function<void()>> callbacks;
-  {
-    std::lock_guard lock(mutex_);
-    committed_ready_ = true;
-    callbacks.swap(committed_callbacks_);
+    completion.ready = true;
+    callbacks.swap(completion.callbacks);
   }
   run_callbacks(std::move(callbacks));
 }
@@ -112,7 +96,7 @@ void SaveJob::start() {
         staged_set_ = true;
       }
       staged_promise_.set_value();
-      staged_ready();
+      mark_ready(staged_completion_);
       finalize();
     } else {
       auto self = shared_from_this();
@@ -218,7 +202,7 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     // copies would otherwise hold them for as long as anyone holds the handle).
     for (auto& tensor : plan_.tensors) tensor.keepalive.reset();
     staged_promise_.set_value();
-    staged_ready();
+    mark_ready(staged_completion_);
   }
   std::size_t length = chunk.length;
   if (env_.direct_io) {
@@ -314,7 +298,7 @@ void SaveJob::finalize() {
       finished_ = true;
     }
     committed_promise_.set_value(std::move(result));
-    committed_ready();
+    mark_ready(committed_completion_);
     // The previous checkpoint's tree: deleting big files blocks for seconds, so it happens
     // after `committed` has fired; then the folder's lock goes.
     coordinator_->release_previous();
@@ -370,10 +354,10 @@ void SaveJob::finish_failed() {
   }
   if (set_staged) {
     staged_promise_.set_exception(error_);
-    staged_ready();
+    mark_ready(staged_completion_);
   }
   committed_promise_.set_exception(error_);
-  committed_ready();
+  mark_ready(committed_completion_);
   env_.on_finished();
 }
 

@@ -83,10 +83,17 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   void operation_done();
   void finish_failed();
   void post(std::function<void()> task);
-  // Called right after the staged (committed) promise is set: marks it ready and runs the
-  // callbacks registered so far, outside the mutex.
-  void staged_ready();
-  void committed_ready();
+  // Callbacks waiting for one of the two futures (guarded by mutex_). `ready` is set only after
+  // the promise, so a callback registered later runs at once and sees a ready future.
+  struct Completion {
+    bool ready = false;
+    std::vector<std::function<void()>> callbacks;
+  };
+  // Registers `callback`, or runs it at once when `completion` is already ready.
+  void add_callback(Completion& completion, std::function<void()> callback);
+  // Called right after the promise is set: marks it ready and runs the callbacks registered so
+  // far, outside the mutex.
+  void mark_ready(Completion& completion);
 
   plan::SavePlan plan_;
   std::filesystem::path directory_;
@@ -116,13 +123,8 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
   std::shared_future<void> staged_future_;
   std::promise<SaveResult> committed_promise_;
   std::shared_future<SaveResult> committed_future_;
-
-  // Completion callbacks, each run once (guarded by mutex_). A *_ready_ flag is set only after
-  // its promise, so a callback registered later runs at once and sees a ready future.
-  bool staged_ready_ = false;
-  bool committed_ready_ = false;
-  std::vector<std::function<void()>> staged_callbacks_;
-  std::vector<std::function<void()>> committed_callbacks_;
+  Completion staged_completion_;
+  Completion committed_completion_;
 };
 
 }  // namespace quicksave::engine

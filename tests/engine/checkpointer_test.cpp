@@ -70,6 +70,12 @@ CheckpointerOptions small_options(std::uint64_t chunk = 64 * 1024, std::uint64_t
   return o;
 }
 
+// The posix backend with every write delayed by `latency`: keeps a save in flight.
+std::unique_ptr<io::IoBackend> slow_writes(std::chrono::milliseconds latency) {
+  return std::make_unique<io::FaultBackend>(
+      io::make_posix_backend(2), io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0, .latency = latency});
+}
+
 class ByBackend : public ::testing::TestWithParam<IoBackendChoice> {};
 
 TEST_P(ByBackend, FilesAreByteIdenticalToTheSynchronousWriter) {
@@ -149,9 +155,7 @@ TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
   TempDir tmp;
   // One buffer and writes that each take 100 ms: staging the 3 chunks must wait for two writes,
   // so a save_async that copied on the caller's thread could not return with staging unfinished.
-  auto slow = std::make_unique<io::FaultBackend>(io::make_posix_backend(2),
-                                                 io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0,
-                                                               .latency = std::chrono::milliseconds(100)});
+  auto slow = slow_writes(std::chrono::milliseconds(100));
   Checkpointer ckpt(small_options(64 * 1024, 64 * 1024), std::move(slow));
   SyntheticStateDict sd(1, 3, 16000);
   SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
@@ -164,9 +168,7 @@ TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
 // staged before committed; one registered after completion runs at once; a throwing one is ignored.
 TEST(Checkpointer, CompletionCallbacksRunOnceWhenTheFuturesAreReady) {
   TempDir tmp;
-  auto slow = std::make_unique<io::FaultBackend>(io::make_posix_backend(2),
-                                                 io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0,
-                                                               .latency = std::chrono::milliseconds(20)});
+  auto slow = slow_writes(std::chrono::milliseconds(20));
   Checkpointer ckpt(small_options(64 * 1024, 64 * 1024), std::move(slow));
   SyntheticStateDict sd(1, 3, 16000);
   SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
@@ -176,20 +178,16 @@ TEST(Checkpointer, CompletionCallbacksRunOnceWhenTheFuturesAreReady) {
     std::lock_guard lock(mutex);
     events.push_back(what + (ready ? "" : " (not ready)"));
   };
+  std::promise<void> committed_callback_ran;
   handle.when_committed([&] {
     record("committed", handle.committed().wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+    committed_callback_ran.set_value();
   });
   handle.when_staged([&] { record("staged", handle.staged().wait_for(std::chrono::seconds(0)) == std::future_status::ready); });
   handle.when_staged([] { throw std::runtime_error("ignored"); });
   EXPECT_FALSE(handle.committed().get().files.empty());
-  // The callback runs on the engine thread right after the promise: wait for it, never for ever.
-  for (int i = 0; i < 2000; ++i) {
-    {
-      std::lock_guard lock(mutex);
-      if (events.size() == 2) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  // The callback runs on the engine thread right after the promise: wait for it (no clock).
+  committed_callback_ran.get_future().wait();
   bool ran_here = false;
   handle.when_committed([&] { ran_here = true; });
   EXPECT_TRUE(ran_here) << "a callback registered after completion runs at once";
@@ -265,9 +263,7 @@ TEST(Checkpointer, SeveralSavesInFlight) {
 
 TEST(Checkpointer, WhenBusyFailRefusesExtraSaves) {
   TempDir tmp;
-  auto slow = std::make_unique<io::FaultBackend>(io::make_posix_backend(2),
-                                                 io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0,
-                                                               .latency = std::chrono::milliseconds(50)});
+  auto slow = slow_writes(std::chrono::milliseconds(50));
   auto options = small_options();
   options.max_in_flight_saves = 1;
   options.when_busy = WhenBusy::fail;
@@ -287,9 +283,7 @@ TEST(Checkpointer, CancelMidSaveKeepsThePreviousCheckpoint) {
   TempDir tmp;
   const fs::path dir = tmp.path() / "c";
   save_state_dict(SyntheticStateDict(1, 6, 40000).tensors, dir);
-  auto slow = std::make_unique<io::FaultBackend>(io::make_posix_backend(2),
-                                                 io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::latency, .nth = 0,
-                                                               .latency = std::chrono::milliseconds(30)});
+  auto slow = slow_writes(std::chrono::milliseconds(30));
   Checkpointer ckpt(small_options(), std::move(slow));
   SyntheticStateDict sd(2, 6, 40000);
   SaveHandle handle = ckpt.save_async(sd.tensors, dir);
