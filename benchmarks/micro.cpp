@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "cli/checksum.hpp"
+#include "format/checksum.hpp"
 #include "cli/synthetic.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/index.hpp"
@@ -152,7 +152,7 @@ BENCHMARK(BM_PoolLeaseReleaseAsync)->Threads(1)->Threads(2);
 void BM_Xxh64(benchmark::State& state) {
   std::vector<std::byte> data(8u << 20);
   quicksave::cli::fill_synthetic(1, 0, DType::BF16, 0, data.data(), data.size());
-  for (auto _ : state) benchmark::DoNotOptimize(quicksave::cli::Xxh64::hash(data.data(), data.size()));
+  for (auto _ : state) benchmark::DoNotOptimize(quicksave::format::xxh64(data.data(), data.size()));
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(data.size()));
 }
 BENCHMARK(BM_Xxh64);

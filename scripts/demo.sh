@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-QS="$BUILD/src/cli/quicksave"
+QS="$BUILD/bin/quicksave"
 if [ ! -x "$QS" ]; then
   echo "demo: $QS not found; run 'make build' first" >&2
   exit 1

@@ -21,13 +21,6 @@
 
 namespace quicksave {
 
-namespace io {
-class IoBackend;
-}
-namespace commit {
-class FileSystem;
-}
-
 enum class IoBackendChoice { automatic, io_uring, posix };
 enum class WhenBusy { wait, fail };
 
@@ -54,13 +47,9 @@ struct SaveProgress {
   std::uint64_t bytes_total = 0;
 };
 
-namespace engine {
-class SaveJob;
-class SaveCoordinator;
-}  // namespace engine
-namespace plan {
-struct SavePlan;
-}
+// Internal entry points (src/engine/checkpointer_access.hpp): tests inject an I/O backend or a
+// file system, and the distributed layer submits saves it planned itself.
+class CheckpointerAccess;
 
 class SaveHandle {
  public:
@@ -80,10 +69,12 @@ class SaveHandle {
   void when_staged(std::function<void()> callback) const;
   void when_committed(std::function<void()> callback) const;
 
+  class Job;  // a save in the engine (opaque)
+
  private:
-  friend class Checkpointer;
-  explicit SaveHandle(std::shared_ptr<engine::SaveJob> job) : job_(std::move(job)) {}
-  std::shared_ptr<engine::SaveJob> job_;
+  friend class CheckpointerAccess;
+  explicit SaveHandle(std::shared_ptr<Job> job) : job_(std::move(job)) {}
+  std::shared_ptr<Job> job_;
 };
 
 // How a state dict of some framework becomes TensorRefs; the torch adapter specialises it for
@@ -94,9 +85,6 @@ struct TensorRefSource;
 class Checkpointer {
  public:
   explicit Checkpointer(CheckpointerOptions options = {});
-  // With a given I/O backend and file system (tests inject faults this way; null: the default).
-  Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend,
-               std::unique_ptr<commit::FileSystem> file_system = nullptr);
   // Waits for the saves in flight to complete or fail; never abandons one half-written.
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
@@ -109,11 +97,6 @@ class Checkpointer {
                         const SaveOptions& options = {}) {
     return save_async(TensorRefSource<StateDictType>::tensor_refs(state_dict), directory, options);
   }
-  // For quicksave's distributed layer (src/dist): runs an already planned save whose files and
-  // commit are coordinated with other processes by `coordinator`.
-  SaveHandle submit(plan::SavePlan plan, const std::filesystem::path& directory, const SaveOptions& options,
-                    std::unique_ptr<engine::SaveCoordinator> coordinator);
-
   // Blocking form: committed().get().
   SaveResult save(std::vector<TensorRef> tensors, const std::filesystem::path& directory, const SaveOptions& options = {});
 
@@ -124,7 +107,10 @@ class Checkpointer {
   const CheckpointerOptions& options() const;
 
  private:
+  friend class CheckpointerAccess;
   struct Impl;
+  struct Seams;  // an injected I/O backend and file system
+  Checkpointer(CheckpointerOptions options, Seams seams);
   std::unique_ptr<Impl> impl_;
 };
 

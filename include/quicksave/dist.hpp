@@ -53,9 +53,9 @@ class DistributedCheckpointer {
   int world_size() const;
   Checkpointer& checkpointer();
 
-  // For tests: the engine's I/O backend can be given (fault injection).
-  DistributedCheckpointer(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, CheckpointerOptions checkpointer_options,
-                          DistributedOptions options, std::unique_ptr<io::IoBackend> backend);
+  // Runs this rank's part of every save on `checkpointer` (tests give one whose I/O fails).
+  DistributedCheckpointer(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size,
+                          std::unique_ptr<Checkpointer> checkpointer, DistributedOptions options = {});
 
  private:
   struct Impl;

@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "quicksave/index.hpp"
@@ -36,5 +38,19 @@ class SafetensorsFile {
 
 // Reads and parses an index file (parse_index_json), naming the file in errors.
 ShardIndex read_index_file(const std::filesystem::path& path);
+
+// A checkpoint folder's files, found by huggingface_hub's load_torch_model rules: the pattern is
+// `filename_pattern`, else model{suffix}.safetensors (pytorch_model{suffix}.bin when `safe` is
+// false and there is no safetensors index); its index when present, else the only *.safetensors
+// (*.bin when not `safe`) file. A folder that an interrupted save left leftovers in is read as
+// its complete checkpoint (checkpoint_folder_view): the paths may name the files holding it.
+// Throws not_found when the folder is missing or holds no such checkpoint (or several files).
+struct CheckpointFiles {
+  std::optional<std::filesystem::path> index;   // a sharded checkpoint's index
+  std::optional<std::filesystem::path> single;  // or its only file
+  std::string pattern;                          // the pattern its file names follow
+};
+CheckpointFiles locate_checkpoint(const std::filesystem::path& directory, bool safe = true,
+                                  const std::optional<std::string>& filename_pattern = std::nullopt);
 
 }  // namespace quicksave

@@ -15,10 +15,19 @@
 
 namespace quicksave {
 
+// How a save made its files visible (the commit protocol, src/commit/commit.cpp).
+enum class CommitMode {
+  fresh,     // the folder did not exist: a staging folder was renamed into place
+  exchange,  // the folder held only this pattern's files: swapped atomically with the staging folder
+  in_place,  // the folder holds other files too: files switched over under a journal
+};
+// "fresh", "exchange", "in_place".
+const char* to_string(CommitMode mode);
+
 struct SaveResult {
   std::vector<std::string> files;          // written: the shards in order, then the index
   std::uint64_t bytes_written = 0;         // sum of the files' sizes
-  std::string commit_mode;                 // "fresh", "exchange" or "in_place" (see commit/commit.cpp)
+  CommitMode commit_mode = CommitMode::fresh;
   std::vector<std::string> removed_stale;  // files of the pattern that the new checkpoint replaced
   std::string backend;                     // the I/O backend that wrote the bytes
   std::string manifest;                    // the checksum manifest published beside them ("" when none)

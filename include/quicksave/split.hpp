@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "quicksave/index.hpp"
+#include "quicksave/storage_key.hpp"
 
 namespace quicksave {
 
@@ -35,14 +36,6 @@ class ShardSize {
 
  private:
   std::variant<std::int64_t, std::string> value_;
-};
-
-// Storage identity: two tensors share a storage when all three fields are equal.
-struct StorageKey {
-  std::string device;     // "cpu", "cuda:0", ...
-  std::uint64_t base = 0; // address (or any id) of the storage
-  std::uint64_t nbytes = 0;
-  friend auto operator<=>(const StorageKey&, const StorageKey&) = default;
 };
 
 // One state-dict entry as the factory sees it.

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "quicksave/dtype.hpp"
-#include "quicksave/split.hpp"
+#include "quicksave/storage_key.hpp"
 
 namespace quicksave {
 

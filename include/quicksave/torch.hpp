@@ -70,16 +70,12 @@ StateDictSplit split_torch_state_dict_into_shards(const StateDict& state_dict,
                                                   const ShardSize& max_shard_size = ShardSize("5GB"));
 
 // ---- saving (spec §4-5) ---------------------------------------------------------------------
-struct TorchSaveOptions {
-  std::optional<std::string> filename_pattern;  // default: model{suffix}.safetensors / pytorch_model{suffix}.bin
-  bool force_contiguous = true;
-  ShardSize max_shard_size = ShardSize("5GB");
-  Metadata metadata;
-  bool safe_serialization = true;               // false: pickle (.bin) files that Python's torch.load opens
-  bool is_main_process = true;
-  std::vector<std::string> shared_tensors_to_discard;
-  bool wait_for_lock = false;                   // see SaveOptions
-  bool checksums = true;                        // see SaveOptions (safetensors saves)
+// SaveOptions (quicksave/save_options.hpp) plus the choice of format. The default pattern
+// follows it: model{suffix}.safetensors, or pytorch_model{suffix}.bin for pickle files.
+// checksums apply to safetensors saves; producer_streams are not used (devices are read
+// synchronously, one tensor at a time).
+struct TorchSaveOptions : SaveOptions {
+  bool safe_serialization = true;  // false: pickle (.bin) files that Python's torch.load opens
 };
 
 SaveResult save_torch_state_dict(const StateDict& state_dict, const std::filesystem::path& save_directory,

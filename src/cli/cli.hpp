@@ -61,7 +61,13 @@ int run_inspect(std::span<const std::string> args);
 int run_verify(std::span<const std::string> args);
 int run_save_random(std::span<const std::string> args);
 int run_recover(std::span<const std::string> args);
-int run_bench(std::span<const std::string> args);
 int run_demo(std::span<const std::string> args);
+// `quicksave bench`: runs quicksave-bench (benchmarks/), installed beside this program, with `args`.
+int run_bench(std::span<const std::string> args);
+
+// Runs one command and turns what it throws into the exit status, with the message on stderr:
+// UsageError → kExitUsage (with a hint to `PROGRAM --help`), any other error → kExitFailure.
+// `program` names it in messages ("quicksave verify", "quicksave-bench").
+int run_guarded(const std::string& program, int (*run)(std::span<const std::string>), std::span<const std::string> args);
 
 }  // namespace quicksave::cli

@@ -1,8 +1,10 @@
 // The option parser shared by the commands and the size/count parsers of their options.
 #include <algorithm>
+#include <cstdio>
 #include <charconv>
 
 #include "cli/cli.hpp"
+#include "cli/text_format.hpp"
 #include "quicksave/split.hpp"
 
 namespace quicksave::cli {
@@ -86,6 +88,22 @@ std::uint64_t parse_byte_size(std::string_view text, std::string_view option) {
   }
   if (bytes <= 0) throw UsageError("--" + std::string(option) + " must be positive, got '" + std::string(text) + "'");
   return static_cast<std::uint64_t>(bytes);
+}
+
+int run_guarded(const std::string& program, int (*run)(std::span<const std::string>), std::span<const std::string> args) {
+  try {
+    return run(args);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", program.c_str(), e.what(), program.c_str());
+    return kExitUsage;
+  } catch (const Error& e) {
+    // Messages quote names from the files: escaped.
+    std::fprintf(stderr, "%s: error (%s): %s\n", program.c_str(), to_string(e.code()), printable(e.what()).c_str());
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), printable(e.what()).c_str());
+    return kExitFailure;
+  }
 }
 
 }  // namespace quicksave::cli

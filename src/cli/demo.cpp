@@ -196,7 +196,7 @@ int run_demo(std::span<const std::string> argv) {
   const double committed = committed_at.get();
 
   // 4. verify and reload
-  const VerifyReport report = verify_checkpoint(dir, ProgressBar::terminal());
+  const VerifyReport report = verify_with_progress(dir, ProgressBar::terminal());
   std::vector<std::string> reload_problems;
   const std::size_t differing = compare_reloaded(dir, model, kSeed, reload_problems);
 
@@ -217,7 +217,7 @@ int run_demo(std::span<const std::string> argv) {
                                        : "INVALID (" + std::to_string(report.problems.size()) + " problems)"});
   table.add({"reload", differing == 0 ? std::to_string(model.tensors.size()) + " tensors identical to the weights at save time"
                                       : std::to_string(differing) + " tensors differ"});
-  std::printf("\nbackend %s, commit mode %s, pinned budget %s, %zu %s\n\n", result.backend.c_str(), result.commit_mode.c_str(),
+  std::printf("\nbackend %s, commit mode %s, pinned budget %s, %zu %s\n\n", result.backend.c_str(), to_string(result.commit_mode),
               human_bytes(checkpointer.pinned_bytes()).c_str(), result.files.size(), result.files.size() == 1 ? "file" : "files");
   std::fputs(table.str().c_str(), stdout);
   for (const auto& p : report.problems) std::printf("verify problem: %s\n", p.c_str());

@@ -5,12 +5,14 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "cli/checkpoint_files.hpp"
+#include "read/checkpoint_files.hpp"
 #include "cli/cli.hpp"
 #include "cli/text_format.hpp"
 #include "quicksave/reader.hpp"
 
 namespace quicksave::cli {
+
+namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kHelp = R"(Usage: quicksave inspect PATH [--json]
@@ -54,7 +56,7 @@ int run_inspect(std::span<const std::string> argv) {
   }
   const Args args(argv, {"json"}, {});
   const fs::path path = args.one_positional("PATH");
-  const CheckpointLocation location = locate_checkpoint(path);
+  const read::CheckpointLocation location = read::find_checkpoint(path);
 
   std::optional<ShardIndex> index;
   std::vector<Shard> shards;
@@ -69,7 +71,7 @@ int run_inspect(std::span<const std::string> argv) {
   } else {
     shards.push_back({location.single_file->filename().string(), SafetensorsFile::open(*location.single_file)});
   }
-  const std::vector<Leftover> leftovers = find_leftovers(location.directory);
+  const std::vector<read::Leftover> leftovers = read::find_leftovers(location.directory);
 
   std::uint64_t total_bytes = 0, total_params = 0, file_bytes = 0;
   std::size_t total_tensors = 0;
@@ -119,7 +121,7 @@ int run_inspect(std::span<const std::string> argv) {
 
   if (args.flag("json")) {
     nlohmann::json notes = nlohmann::json::array();
-    for (const auto& save : describe_leftovers(leftovers)) notes.push_back("interrupted " + save.description);
+    for (const auto& save : read::describe_leftovers(leftovers)) notes.push_back("interrupted " + save.description);
     const nlohmann::json out = {
         {"path", path.string()},
         {"kind", index ? "sharded" : "single"},
@@ -145,7 +147,7 @@ int run_inspect(std::span<const std::string> argv) {
     out += "metadata:\n";
     for (const auto& [k, v] : metadata_lines) out += "  " + printable(k) + ": " + printable(v) + "\n";
   }
-  for (const auto& save : describe_leftovers(leftovers)) out += "warning: interrupted " + printable(save.description) + "\n";
+  for (const auto& save : read::describe_leftovers(leftovers)) out += "warning: interrupted " + printable(save.description) + "\n";
   std::fputs(out.c_str(), stdout);
   return kExitOk;
 }

@@ -59,19 +59,7 @@ int main(int argc, char** argv) {
   for (const auto& command : kCommands) {
     if (words[0] != command.name) continue;
     const std::span<const std::string> args(words.data() + 1, words.size() - 1);
-    try {
-      return command.run(args);
-    } catch (const quicksave::cli::UsageError& e) {
-      std::fprintf(stderr, "quicksave %s: %s\nTry 'quicksave %s --help'.\n", command.name, e.what(), command.name);
-      return kExitUsage;
-    } catch (const quicksave::Error& e) {
-      std::fprintf(stderr, "quicksave %s: error (%s): %s\n", command.name, quicksave::to_string(e.code()),
-                   quicksave::cli::printable(e.what()).c_str());  // messages quote names from the files
-      return kExitFailure;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "quicksave %s: error: %s\n", command.name, quicksave::cli::printable(e.what()).c_str());
-      return kExitFailure;
-    }
+    return quicksave::cli::run_guarded(std::string("quicksave ") + command.name, command.run, args);
   }
   std::fprintf(stderr, "quicksave: unknown command '%s'\n\n", words[0].c_str());
   print_usage(stderr);

@@ -3,11 +3,12 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "cli/checkpoint_files.hpp"
 #include "cli/cli.hpp"
 #include "commit/recovery.hpp"
 
 namespace quicksave::cli {
+
+namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kHelp = R"(Usage: quicksave recover DIR

@@ -108,7 +108,7 @@ int run_save_random(std::span<const std::string> argv) {
     const nlohmann::json out = {{"dir", dir.string()}, {"layout", layout_name(layout)}, {"dtype", dtype_name(dtype)},
                                 {"seed", seed}, {"layers", model.layers}, {"tensors", model.tensors.size()},
                                 {"tensor_bytes", model.total_bytes}, {"files", result.files}, {"bytes_written", result.bytes_written},
-                                {"commit_mode", result.commit_mode}, {"removed_stale", result.removed_stale},
+                                {"commit_mode", to_string(result.commit_mode)}, {"removed_stale", result.removed_stale},
                                 {"backend", result.backend}, {"blocked_s", blocked}, {"staged_s", staged}, {"committed_s", committed}};
     std::printf("%s\n", out.dump(2).c_str());
     return kExitOk;
@@ -117,7 +117,7 @@ int run_save_random(std::span<const std::string> argv) {
               dir.string().c_str(), result.files.size(), result.files.size() == 1 ? "file" : "files", human_bytes(result.bytes_written).c_str(), human_seconds(blocked).c_str(),
               human_seconds(staged).c_str(), human_seconds(committed).c_str(),
               fixed(static_cast<double>(result.bytes_written) / committed / 1e9, 2).c_str());
-  std::printf("backend %s, commit mode %s%s\n", result.backend.c_str(), result.commit_mode.c_str(),
+  std::printf("backend %s, commit mode %s%s\n", result.backend.c_str(), to_string(result.commit_mode),
               result.removed_stale.empty() ? "" : (", replaced " + std::to_string(result.removed_stale.size()) + " stale files").c_str());
   if (!checkpointer.backend_fallback_reason().empty()) {
     std::printf("note: io_uring not used: %s\n", checkpointer.backend_fallback_reason().c_str());

@@ -53,6 +53,19 @@
 #include "commit/recovery.hpp"
 #include "quicksave/error.hpp"
 
+namespace quicksave {
+
+const char* to_string(CommitMode mode) {
+  switch (mode) {
+    case CommitMode::fresh: return "fresh";
+    case CommitMode::exchange: return "exchange";
+    case CommitMode::in_place: return "in_place";
+  }
+  return "unknown";
+}
+
+}  // namespace quicksave
+
 namespace quicksave::commit {
 namespace {
 
@@ -66,15 +79,6 @@ std::string holder_text(const std::string& tag) {
 }
 
 }  // namespace
-
-const char* to_string(CommitMode mode) {
-  switch (mode) {
-    case CommitMode::fresh: return "fresh";
-    case CommitMode::exchange: return "exchange";
-    case CommitMode::in_place: return "in_place";
-  }
-  return "unknown";
-}
 
 fs::path normalized_target(const fs::path& target) {
   std::error_code ec;
@@ -169,7 +173,7 @@ fs::path StagingLayout::path_of(const std::string& name) const {
 
 std::string StagingLayout::to_string() const {
   // Tab-separated: none of the fields can hold a tab (plain names, and paths made here).
-  return std::string(commit::to_string(mode)) + "\t" + target.string() + "\t" + staging_dir.string() + "\t" + tag;
+  return std::string(quicksave::to_string(mode)) + "\t" + target.string() + "\t" + staging_dir.string() + "\t" + tag;
 }
 
 StagingLayout StagingLayout::parse(const std::string& text) {

@@ -17,15 +17,12 @@
 #include <vector>
 
 #include "commit/file_system.hpp"
+#include "quicksave/save.hpp"
 
 namespace quicksave::commit {
 
-enum class CommitMode {
-  fresh,     // the target did not exist: a staging directory was renamed into place
-  exchange,  // the target held only this pattern's files: swapped atomically with the staging directory
-  in_place,  // the target holds other files too: files switched over under a journal
-};
-const char* to_string(CommitMode mode);
+// The public quicksave::CommitMode (quicksave/save.hpp): fresh, exchange or in_place.
+using quicksave::CommitMode;
 
 struct CommitResult {
   CommitMode mode = CommitMode::fresh;

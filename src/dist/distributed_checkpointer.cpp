@@ -11,6 +11,7 @@
 
 #include "commit/file_system.hpp"
 #include "dist/assignment.hpp"
+#include "engine/checkpointer_access.hpp"
 #include "dist/store_coordinator.hpp"
 #include "io/backend.hpp"
 #include "plan/save_plan.hpp"
@@ -111,13 +112,14 @@ std::shared_ptr<::gloo::transport::Device> gloo_device() {
 }  // namespace
 
 struct DistributedCheckpointer::Impl {
-  Impl(c10::intrusive_ptr<c10d::Store> store_in, int rank_in, int world_in, CheckpointerOptions checkpointer_options,
-       DistributedOptions options_in, std::unique_ptr<io::IoBackend> backend)
+  Impl(c10::intrusive_ptr<c10d::Store> store_in, int rank_in, int world_in, std::unique_ptr<Checkpointer> checkpointer_in,
+       DistributedOptions options_in)
       : store(std::move(store_in)),
         rank(rank_in),
         world(world_in),
         options(std::move(options_in)),
-        checkpointer(checkpointer_options, std::move(backend)) {
+        checkpointer(std::move(checkpointer_in)) {
+    if (!checkpointer) throw Error(ErrorCode::invalid_argument, "DistributedCheckpointer: null checkpointer");
     if (world < 1 || rank < 0 || rank >= world) {
       throw Error(ErrorCode::invalid_argument, "rank " + std::to_string(rank) + " is not in a world of " + std::to_string(world));
     }
@@ -155,7 +157,7 @@ struct DistributedCheckpointer::Impl {
   int rank;
   int world;
   DistributedOptions options;
-  Checkpointer checkpointer;
+  std::unique_ptr<Checkpointer> checkpointer;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
   std::shared_ptr<dist::KeyValueStore> kv;
   std::uint64_t saves = 0;
@@ -163,12 +165,11 @@ struct DistributedCheckpointer::Impl {
 
 DistributedCheckpointer::DistributedCheckpointer(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size,
                                                  CheckpointerOptions checkpointer_options, DistributedOptions options)
-    : DistributedCheckpointer(std::move(store), rank, world_size, checkpointer_options, std::move(options), nullptr) {}
+    : DistributedCheckpointer(std::move(store), rank, world_size, std::make_unique<Checkpointer>(checkpointer_options), std::move(options)) {}
 
 DistributedCheckpointer::DistributedCheckpointer(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size,
-                                                 CheckpointerOptions checkpointer_options, DistributedOptions options,
-                                                 std::unique_ptr<io::IoBackend> backend)
-    : impl_(std::make_unique<Impl>(std::move(store), rank, world_size, checkpointer_options, std::move(options), std::move(backend))) {}
+                                                 std::unique_ptr<Checkpointer> checkpointer, DistributedOptions options)
+    : impl_(std::make_unique<Impl>(std::move(store), rank, world_size, std::move(checkpointer), std::move(options))) {}
 
 DistributedCheckpointer::~DistributedCheckpointer() = default;
 
@@ -197,7 +198,7 @@ std::unique_ptr<DistributedCheckpointer> DistributedCheckpointer::from_env(Check
 SaveHandle DistributedCheckpointer::save_async(const StateDict& local, const std::filesystem::path& directory,
                                                const SaveOptions& options) {
   Impl& d = *impl_;
-  const std::uint64_t chunk_bytes = d.checkpointer.options().chunk_bytes;
+  const std::uint64_t chunk_bytes = d.checkpointer->options().chunk_bytes;
   std::vector<TensorRef> refs = to_tensor_refs(local);
   plan::SavePlan plan;
   engine::Assignment assignment;
@@ -261,7 +262,7 @@ SaveHandle DistributedCheckpointer::save_async(const StateDict& local, const std
   config.timeout = d.options.timeout;
   config.file_owner = std::move(file_owner);
   auto coordinator = dist::make_store_coordinator(std::move(config), std::move(assignment));
-  return d.checkpointer.submit(std::move(plan), directory, options, std::move(coordinator));
+  return CheckpointerAccess::submit(*d.checkpointer, std::move(plan), directory, options, std::move(coordinator));
 }
 
 SaveResult DistributedCheckpointer::save(const StateDict& local, const std::filesystem::path& directory, const SaveOptions& options) {
@@ -270,7 +271,7 @@ SaveResult DistributedCheckpointer::save(const StateDict& local, const std::file
 
 int DistributedCheckpointer::rank() const { return impl_->rank; }
 int DistributedCheckpointer::world_size() const { return impl_->world; }
-Checkpointer& DistributedCheckpointer::checkpointer() { return impl_->checkpointer; }
+Checkpointer& DistributedCheckpointer::checkpointer() { return *impl_->checkpointer; }
 
 std::function<bool(const std::string&)> keys_of(const torch::nn::Module& model) {
   auto keys = std::make_shared<std::set<std::string>>();

@@ -13,6 +13,7 @@
 
 #include "commit/commit.hpp"
 #include "commit/file_system.hpp"
+#include "engine/checkpointer_access.hpp"
 #include "engine/save_job.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
@@ -21,6 +22,12 @@
 #endif
 
 namespace quicksave {
+
+// The engine's save, as SaveHandle names it.
+class SaveHandle::Job : public engine::SaveJob {
+ public:
+  using engine::SaveJob::SaveJob;
+};
 
 struct Checkpointer::Impl {
   explicit Impl(CheckpointerOptions opts) : options(std::move(opts)), workers(std::max(1u, options.worker_threads)) {}
@@ -134,15 +141,14 @@ CheckpointerOptions CheckpointerOptions::from_env() {
   return o;
 }
 
-Checkpointer::Checkpointer(CheckpointerOptions options) : Checkpointer(options, nullptr) {}
+Checkpointer::Checkpointer(CheckpointerOptions options) : Checkpointer(options, Seams{}) {}
 
-Checkpointer::Checkpointer(CheckpointerOptions options, std::unique_ptr<io::IoBackend> backend,
-                           std::unique_ptr<commit::FileSystem> file_system) {
+Checkpointer::Checkpointer(CheckpointerOptions options, Seams seams) {
   validate(options);
   impl_ = std::make_unique<Impl>(options);
-  impl_->fs = file_system ? std::move(file_system) : commit::make_posix_file_system();
-  if (backend) {
-    impl_->io = std::move(backend);
+  impl_->fs = seams.file_system ? std::move(seams.file_system) : commit::make_posix_file_system();
+  if (seams.backend) {
+    impl_->io = std::move(seams.backend);
   } else {
     io::BackendOptions io_options;
     io_options.kind = options.io_backend == IoBackendChoice::io_uring ? io::BackendKind::io_uring
@@ -186,11 +192,12 @@ SaveHandle Checkpointer::save_async(std::vector<TensorRef> tensors, const std::f
   }
 #endif
   plan::SavePlan plan = plan::make_save_plan(std::move(tensors), options, impl_->options.chunk_bytes);
-  return submit(std::move(plan), directory, options, nullptr);
+  return CheckpointerAccess::submit(*this, std::move(plan), directory, options, nullptr);
 }
 
-SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path& directory, const SaveOptions& options,
-                                std::unique_ptr<engine::SaveCoordinator> coordinator) {
+SaveHandle CheckpointerAccess::submit(Checkpointer& checkpointer, plan::SavePlan plan, const std::filesystem::path& directory,
+                                      const SaveOptions& options, std::unique_ptr<engine::SaveCoordinator> coordinator) {
+  const std::unique_ptr<Checkpointer::Impl>& impl_ = checkpointer.impl_;
   engine::JobEnvironment env;
   env.executor = impl_->executor();
   env.io = impl_->io.get();
@@ -208,10 +215,10 @@ SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path
 #endif
   env.direct_io = impl_->options.direct_io;
   env.fsync = impl_->options.fsync;
-  auto job = std::make_shared<engine::SaveJob>(std::move(plan), directory, options.is_main_process, std::move(env),
+  auto job = std::make_shared<SaveHandle::Job>(std::move(plan), directory, options.is_main_process, std::move(env),
                                                std::move(coordinator));
   const std::filesystem::path target = commit::normalized_target(directory);
-  Impl* impl = impl_.get();
+  Checkpointer::Impl* impl = impl_.get();
   engine::SaveJob* raw = job.get();
   // Set after construction: the callback needs the job's address.
   job->set_on_finished([impl, raw, target] { impl->job_finished(raw, target); });
@@ -225,7 +232,7 @@ SaveHandle Checkpointer::submit(plan::SavePlan plan, const std::filesystem::path
     } else if (impl_->options.when_busy == WhenBusy::fail && impl_->running >= impl_->options.max_in_flight_saves) {
       throw Error(ErrorCode::resource_exhausted, std::to_string(impl_->running) + " saves are in flight (max_in_flight_saves)");
     } else {
-      impl_->waiting.push_back(Impl::Queued{job, target});
+      impl_->waiting.push_back(Checkpointer::Impl::Queued{job, target});
     }
   }
   if (start_now) boost::asio::post(impl_->workers, [job] { job->start(); });
@@ -243,7 +250,7 @@ const CheckpointerOptions& Checkpointer::options() const { return impl_->options
 
 namespace {
 
-void require_valid(const std::shared_ptr<engine::SaveJob>& job) {
+void require_valid(const std::shared_ptr<SaveHandle::Job>& job) {
   if (!job) throw Error(ErrorCode::failed_precondition, "this SaveHandle holds no save (default-constructed)");
 }
 

@@ -6,6 +6,7 @@
 
 #include "format/checksum.hpp"
 #include "quicksave/error.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave::engine {
 namespace {
@@ -89,7 +90,7 @@ void TensorChecksums::record(std::size_t tensor_index, const TensorRef& host) {
       continue;
     }
     if (!bounce) bounce = std::make_unique<std::byte[]>(plan_.chunk_bytes);
-    plan::copy_segment(host, segment.source_offset, segment.length, bounce.get());
+    stage::copy_segment(host, segment.source_offset, segment.length, bounce.get());
     hashes_[place.chunk][place.segment] = format::xxh3_64(bounce.get(), segment.length);
   }
 }

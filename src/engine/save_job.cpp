@@ -290,7 +290,7 @@ void SaveJob::finalize() {
       result.manifest = commit::manifest_name(plan_.pattern);
     }
     const commit::CommitResult committed = coordinator_->publish(plan_, manifest);
-    result.commit_mode = commit::to_string(committed.mode);
+    result.commit_mode = committed.mode;
     result.removed_stale = committed.removed;
     {
       // Published is committed, whatever a late cancel() says.

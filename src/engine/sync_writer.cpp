@@ -8,6 +8,7 @@
 #include "engine/checksums.hpp"
 #include "format/manifest.hpp"
 #include "quicksave/error.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave::engine {
 
@@ -83,7 +84,7 @@ void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const
     if (!bounce) bounce = std::make_unique<std::byte[]>(kBounceBytes);
     for (std::uint64_t done = 0; done < planned.nbytes; done += kBounceBytes) {
       const std::uint64_t n = std::min<std::uint64_t>(kBounceBytes, planned.nbytes - done);
-      plan::copy_segment(tensor, done, n, bounce.get());
+      stage::copy_segment(tensor, done, n, bounce.get());
       write_blocking(io, out.get(), planned.file_offset + done, bounce.get(), n);
     }
   }
@@ -126,7 +127,7 @@ SaveResult write_plan_sync(const plan::SavePlan& plan, const std::filesystem::pa
     small_files.emplace_back(result.manifest, format::manifest_to_json(checksums->manifest()));
   }
   const commit::CommitResult committed = transaction.publish(small_files);
-  result.commit_mode = commit::to_string(committed.mode);
+  result.commit_mode = committed.mode;
   result.removed_stale = committed.removed;
   transaction.release_previous();
   return result;

@@ -7,6 +7,15 @@ namespace quicksave::format {
 
 std::uint64_t xxh3_64(const void* data, std::size_t length) { return XXH3_64bits(data, length); }
 
+struct Xxh64::State {
+  XXH64_state_t state;
+};
+Xxh64::Xxh64() : state_(std::make_unique<State>()) { XXH64_reset(&state_->state, 0); }
+Xxh64::~Xxh64() = default;
+void Xxh64::update(const void* data, std::size_t length) { XXH64_update(&state_->state, data, length); }
+std::uint64_t Xxh64::digest() const { return XXH64_digest(&state_->state); }
+std::uint64_t xxh64(const void* data, std::size_t length) { return XXH64(data, length, 0); }
+
 std::string hash_to_hex(std::uint64_t hash) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string hex(16, '0');

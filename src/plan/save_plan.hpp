@@ -73,8 +73,4 @@ inline constexpr std::uint64_t kDefaultChunkBytes = 8ull << 20;
 SavePlan make_save_plan(std::vector<TensorRef> tensors, const SaveOptions& options,
                         std::uint64_t chunk_bytes = kDefaultChunkBytes, bool remote_tensors_allowed = false);
 
-// Copies `segment`'s bytes of `tensor` (C order, gathering a strided host tensor) to `dst`.
-// Host memory only. Used by the synchronous writer and the host copier.
-void copy_segment(const TensorRef& tensor, std::uint64_t source_offset, std::uint64_t length, std::byte* dst);
-
 }  // namespace quicksave::plan

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "quicksave/metadata.hpp"
+#include "quicksave/split.hpp"
 #include "quicksave/tensor_ref.hpp"
 
 namespace quicksave::plan {

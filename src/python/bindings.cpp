@@ -530,12 +530,13 @@ PYBIND11_MODULE(_quicksave, m) {
   py::class_<SaveResult>(m, "SaveResult", "What a save wrote.")
       .def_readonly("files", &SaveResult::files, "The shards in order, then the index.")
       .def_readonly("bytes_written", &SaveResult::bytes_written)
-      .def_readonly("commit_mode", &SaveResult::commit_mode, "'fresh', 'exchange' or 'in_place'.")
+      .def_property_readonly("commit_mode", [](const SaveResult& r) { return std::string(to_string(r.commit_mode)); },
+                             "'fresh', 'exchange' or 'in_place'.")
       .def_readonly("removed_stale", &SaveResult::removed_stale, "Files of the pattern the new checkpoint replaced.")
       .def_readonly("backend", &SaveResult::backend, "The I/O backend that wrote the bytes.")
       .def("__repr__", [](const SaveResult& r) {
         return "SaveResult(files=" + list_repr(r.files) + ", bytes_written=" + std::to_string(r.bytes_written) +
-               ", commit_mode='" + r.commit_mode + "', backend='" + r.backend + "')";
+               ", commit_mode='" + to_string(r.commit_mode) + "', backend='" + r.backend + "')";
       });
 
   py::class_<SaveProgress>(m, "SaveProgress", "Bytes of one save staged and written so far.")
@@ -603,6 +604,22 @@ PYBIND11_MODULE(_quicksave, m) {
       },
       py::arg("directory"));
   m.def(
+      "_locate_checkpoint",
+      [](const std::string& directory, bool safe, std::optional<std::string> filename_pattern) {
+        CheckpointFiles found;
+        {
+          py::gil_scoped_release release;
+          found = locate_checkpoint(directory, safe, filename_pattern);
+        }
+        const auto as_bytes = [](const std::optional<std::filesystem::path>& path) -> py::object {
+          if (!path) return py::none();
+          return py::bytes(path->string());
+        };
+        return py::make_tuple(as_bytes(found.index), as_bytes(found.single), found.pattern);
+      },
+      py::arg("directory"), py::arg("safe"), py::arg("filename_pattern"),
+      "quicksave::locate_checkpoint: (index path or None, single file path or None, pattern); paths as bytes.");
+  m.def(
       "_verify_checksums",
       [](const std::string& directory, const std::string& pattern) {
         ChecksumReport report;
@@ -615,6 +632,50 @@ PYBIND11_MODULE(_quicksave, m) {
         return py::make_tuple(report.manifest_found, mismatches);
       },
       py::arg("directory"), py::arg("pattern"));
+
+  py::class_<VerifiedFile>(m, "VerifiedFile", "One file of a verified checkpoint.")
+      .def_readonly("name", &VerifiedFile::name)
+      .def_readonly("status", &VerifiedFile::status, "'ok', 'invalid', 'missing', 'unreadable' or 'not checked'.")
+      .def_readonly("bytes", &VerifiedFile::bytes)
+      .def_readonly("tensors", &VerifiedFile::tensors)
+      .def_readonly("xxh64", &VerifiedFile::xxh64, "XXH64 of the whole file (as `xxhsum -H64`), or None.")
+      .def("__repr__", [](const VerifiedFile& f) { return "VerifiedFile(name='" + f.name + "', status='" + f.status + "')"; });
+  py::class_<VerifyReport>(m, "VerifyReport", "What quicksave.verify_checkpoint found (the `quicksave verify` report).")
+      .def_property_readonly("path", [](const VerifyReport& r) { return r.path.string(); })
+      .def_readonly("kind", &VerifyReport::kind, "'sharded', 'single' or 'none'.")
+      .def_readonly("index", &VerifyReport::index)
+      .def_readonly("files", &VerifyReport::files)
+      .def_readonly("tensors", &VerifyReport::tensors)
+      .def_readonly("data_bytes", &VerifyReport::data_bytes)
+      .def_readonly("bytes_read", &VerifyReport::bytes_read)
+      .def_readonly("problems", &VerifyReport::problems, "One line per problem; any problem makes the checkpoint invalid.")
+      .def_readonly("warnings", &VerifyReport::warnings)
+      .def_property_readonly("interrupted_saves",
+                             [](const VerifyReport& r) {
+                               std::vector<std::string> paths;
+                               for (const auto& l : r.leftovers) paths.push_back(l.path.string());
+                               return paths;
+                             },
+                             "Paths an interrupted save left (see `quicksave recover`).")
+      .def_readonly("manifest_found", &VerifyReport::manifest_found)
+      .def_readonly("checksummed_tensors", &VerifyReport::checksummed_tensors)
+      .def_property_readonly("valid", &VerifyReport::valid)
+      .def("__bool__", &VerifyReport::valid)
+      .def("__repr__", [](const VerifyReport& r) {
+        return "VerifyReport(valid=" + std::string(r.valid() ? "True" : "False") + ", kind='" + r.kind + "', files=" +
+               std::to_string(r.files.size()) + ", problems=" + std::to_string(r.problems.size()) + ")";
+      });
+  m.def(
+      "verify_checkpoint",
+      [](const py::object& path) {
+        const std::string native = py::module_::import("os").attr("fsencode")(path).cast<std::string>();
+        py::gil_scoped_release release;
+        return verify_checkpoint(native);
+      },
+      py::arg("path"),
+      "Checks a checkpoint folder, index or .safetensors file completely without loading it (every header, the index, "
+      "every byte, the checksum manifest, leftovers of interrupted saves), like `quicksave verify`; changes nothing. "
+      "Returns a VerifyReport (falsy when invalid, with one line per problem).");
 
   py::class_<PySaveHandle>(m, "_SaveHandle")
       .def("wait_staged", &PySaveHandle::wait_staged, py::arg("timeout") = py::none())

@@ -4,16 +4,19 @@
 // stream, and kernels for strided and many-small tensors.
 #pragma once
 
+#include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 
-#include "io/backend.hpp"
 #include "plan/save_plan.hpp"
 
 namespace quicksave::stage {
 
 // Runs a task on the engine's workers.
 using Executor = std::function<void(std::function<void()>)>;
+// The outcome of one chunk's copy: nullptr on success, else the error (a quicksave::Error).
+using CopyDone = std::function<void(std::exception_ptr error)>;
 
 class Copier {
  public:
@@ -23,7 +26,7 @@ class Copier {
   virtual bool handles(const Device& device) const = 0;
   // Copies `chunk` (every segment of it) into `dst` (at least chunk.length bytes) and then calls
   // `done` exactly once, with the error if any. Never throws; never blocks the caller for the copy.
-  virtual void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, io::Completion done) = 0;
+  virtual void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, CopyDone done) = 0;
 };
 
 // memcpy/gather of host tensors, run through `executor`.

@@ -12,6 +12,7 @@
 // calls are made only there and in destructors, never inside stream callbacks. A stream is used
 // by one chunk at a time while it enqueues (its scratch buffer is shared by the chunks queued on
 // it, which stream order keeps apart).
+#include "stage/copy_segment.hpp"
 #include "stage/cuda_copier.hpp"
 
 #include <cuda_runtime.h>
@@ -359,7 +360,7 @@ struct ProducerFence {
 
 class ChunkOp {
  public:
-  explicit ChunkOp(io::Completion done) : done_(std::move(done)) {}
+  explicit ChunkOp(CopyDone done) : done_(std::move(done)) {}
 
   void add_part() { pending_.fetch_add(1, std::memory_order_relaxed); }
   void fail(std::exception_ptr error) {
@@ -376,12 +377,12 @@ class ChunkOp {
       std::lock_guard lock(mutex_);
       first = error_;
     }
-    io::Completion done = std::move(done_);
+    CopyDone done = std::move(done_);
     if (done) done(std::move(first));
   }
 
  private:
-  io::Completion done_;
+  CopyDone done_;
   std::atomic<int> pending_{1};
   std::mutex mutex_;
   std::exception_ptr error_;
@@ -448,7 +449,7 @@ void copy_host_pieces(const plan::SavePlan& plan, std::size_t file, const std::v
       }
       if (s.length != 0) std::memcpy(dst + piece.position, header.data() + s.source_offset, s.length);
     } else {
-      plan::copy_segment(plan.tensors[s.tensor], s.source_offset, s.length, dst + piece.position);
+      stage::copy_segment(plan.tensors[s.tensor], s.source_offset, s.length, dst + piece.position);
     }
   }
 }
@@ -589,7 +590,7 @@ void copy_on_device(const std::shared_ptr<CudaCopierState>& state, const Produce
 }
 
 void copy_chunk_with(const std::shared_ptr<CudaCopierState>& state, const ProducerFence* fence, const plan::SavePlan& plan,
-                     const plan::Chunk& chunk, std::byte* dst, io::Completion done) {
+                     const plan::Chunk& chunk, std::byte* dst, CopyDone done) {
   std::shared_ptr<ChunkOp> op;
   try {
     op = std::make_shared<ChunkOp>(std::move(done));
@@ -688,7 +689,7 @@ class SaveCopier final : public Copier {
   bool handles(const Device& device) const override {
     return device.kind == DeviceKind::cpu || device.kind == DeviceKind::cuda;
   }
-  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, io::Completion done) override {
+  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, CopyDone done) override {
     copy_chunk_with(state_, fence_.get(), plan, chunk, dst, std::move(done));
   }
 
@@ -718,7 +719,7 @@ bool CudaCopier::handles(const Device& device) const {
   return device.kind == DeviceKind::cpu || device.kind == DeviceKind::cuda;
 }
 
-void CudaCopier::copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, io::Completion done) {
+void CudaCopier::copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, CopyDone done) {
   copy_chunk_with(state_, nullptr, plan, chunk, dst, std::move(done));
 }
 

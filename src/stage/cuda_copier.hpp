@@ -83,7 +83,7 @@ class CudaCopier final : public Copier {
   std::string name() const override { return "cuda"; }
   bool handles(const Device& device) const override;  // cpu and cuda
   // Records the producer events now (on this thread), then copies as described above.
-  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, io::Completion done) override;
+  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, CopyDone done) override;
 
   // The copier of one save of `tensors`: checks every CUDA tensor (device ordinal, pointer on that
   // device, strides inside the storage, at most 8 dimensions after merging when strided) and

@@ -14,6 +14,7 @@
 #include "plan/save_plan.hpp"
 #include "quicksave/error.hpp"
 #include "stage/copier.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave::stage {
 namespace {
@@ -21,13 +22,13 @@ namespace {
 // Guarantees `done` runs once even if the executor both fails and (later) runs the task.
 class OnceCompletion {
  public:
-  explicit OnceCompletion(io::Completion done) : done_(std::move(done)) {}
+  explicit OnceCompletion(CopyDone done) : done_(std::move(done)) {}
   void operator()(std::exception_ptr error) {
     if (!fired_.exchange(true, std::memory_order_acq_rel)) done_(std::move(error));
   }
 
  private:
-  io::Completion done_;
+  CopyDone done_;
   std::atomic<bool> fired_{false};
 };
 
@@ -70,7 +71,7 @@ void copy_chunk_now(const plan::SavePlan& plan, const plan::Chunk& chunk, std::b
                                                      " of " + std::to_string(plan.tensors.size()) + " (" +
                                                      chunk_context(chunk) + ")");
       }
-      plan::copy_segment(plan.tensors[segment.tensor], segment.source_offset, segment.length, dst + position);
+      stage::copy_segment(plan.tensors[segment.tensor], segment.source_offset, segment.length, dst + position);
     }
     position += segment.length;
   }
@@ -84,7 +85,7 @@ class HostCopier final : public Copier {
 
   bool handles(const Device& device) const override { return device.kind == DeviceKind::cpu; }
 
-  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, io::Completion done) override {
+  void copy_chunk(const plan::SavePlan& plan, const plan::Chunk& chunk, std::byte* dst, CopyDone done) override {
     std::shared_ptr<OnceCompletion> once;
     try {
       once = std::make_shared<OnceCompletion>(std::move(done));

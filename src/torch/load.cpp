@@ -10,6 +10,7 @@
 #include <set>
 
 #include "commit/recovery.hpp"
+#include "read/locate_checkpoint.hpp"
 #include "quicksave/verify.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/reader.hpp"
@@ -123,50 +124,6 @@ IncompatibleKeys load_into_module(torch::nn::Module& model, const StateDict& sta
   return keys;
 }
 
-// Where the checkpoint in a directory is, by the reference's rules.
-struct CheckpointFiles {
-  std::optional<fs::path> index;   // sharded checkpoint
-  std::optional<fs::path> single;  // one file
-  std::string pattern;
-};
-
-// A file of the checkpoint the folder's view shows (commit/recovery.hpp): hidden names are not
-// there, redirected ones are read from where the complete checkpoint keeps them.
-std::optional<fs::path> visible_file(const commit::CheckpointView& view, const std::string& name) {
-  if (!view.visible(name)) return std::nullopt;
-  const fs::path path = view.path_of(name);
-  if (!fs::is_regular_file(path)) return std::nullopt;
-  return path;
-}
-
-CheckpointFiles locate_checkpoint(const fs::path& dir, const LoadModelOptions& options, const commit::CheckpointView& view) {
-  CheckpointFiles found;
-  found.pattern = options.filename_pattern.value_or(std::string(kSafetensorsPattern));
-  if (!options.filename_pattern && !options.safe && !visible_file(view, index_filename(kSafetensorsPattern))) {
-    found.pattern = std::string(kPytorchPattern);
-  }
-  if (const auto index = visible_file(view, index_filename(found.pattern))) {
-    found.index = *index;
-    return found;
-  }
-  // The reference globs by `safe` alone, ignoring filename_pattern here; dot files never match.
-  const std::string extension = options.safe ? ".safetensors" : ".bin";
-  std::vector<fs::path> matches;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() > extension.size() && name.front() != '.' && name.ends_with(extension) && view.visible(name)) {
-      matches.push_back(view.path_of(name));
-    }
-  }
-  if (matches.size() != 1) {
-    throw Error(ErrorCode::not_found, "Directory '" + dir.string() +
-                                          "' does not contain a valid checkpoint. Expected either a sharded checkpoint with an "
-                                          "index file, or a single model file.");
-  }
-  found.single = matches.front();
-  return found;
-}
-
 // The distinct shard files of an index, validated, in first-appearance order; only those holding
 // keys that pass the filter.
 std::vector<std::string> shards_to_read(const ShardIndex& index, const std::string& pattern, const fs::path& index_path,
@@ -228,7 +185,7 @@ IncompatibleKeys load_torch_model(torch::nn::Module& model, const fs::path& chec
                             options.strict, options.key_filter);
   }
   const commit::CheckpointView view = view_of(checkpoint_path);
-  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options, view);
+  const CheckpointFiles found = read::locate_checkpoint(view, options.safe, options.filename_pattern);
   verify_if_asked(checkpoint_path, found.pattern, options);
   if (found.single) {
     return load_into_module(model, load_state_dict_from_file(*found.single, options.map_location, options.mmap),
@@ -274,7 +231,7 @@ StateDict load_checkpoint(const fs::path& checkpoint_path, const LoadModelOption
     return load_state_dict_from_file(checkpoint_path, options.map_location, options.mmap);
   }
   const commit::CheckpointView view = view_of(checkpoint_path);
-  const CheckpointFiles found = locate_checkpoint(checkpoint_path, options, view);
+  const CheckpointFiles found = read::locate_checkpoint(view, options.safe, options.filename_pattern);
   verify_if_asked(checkpoint_path, found.pattern, options);
   if (found.single) return load_state_dict_from_file(*found.single, options.map_location, options.mmap);
   const ShardIndex index = read_index_file(*found.index);

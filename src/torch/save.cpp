@@ -18,19 +18,6 @@
 namespace quicksave {
 namespace {
 
-SaveOptions to_save_options(const TorchSaveOptions& o) {
-  SaveOptions out;
-  out.filename_pattern = o.filename_pattern;
-  out.force_contiguous = o.force_contiguous;
-  out.max_shard_size = o.max_shard_size;
-  out.metadata = o.metadata;
-  out.is_main_process = o.is_main_process;
-  out.shared_tensors_to_discard = o.shared_tensors_to_discard;
-  out.wait_for_lock = o.wait_for_lock;
-  out.checksums = o.checksums;
-  return out;
-}
-
 // A host copy of a device tensor, for the synchronous writer (one tensor at a time).
 TensorRef fetch_to_host(const TensorRef& device_ref) {
   const auto& tensor = *std::static_pointer_cast<const torch::Tensor>(device_ref.keepalive);
@@ -38,7 +25,7 @@ TensorRef fetch_to_host(const TensorRef& device_ref) {
 }
 
 SaveResult save_safetensors(const StateDict& state_dict, const std::filesystem::path& dir, const TorchSaveOptions& options) {
-  const SaveOptions save_options = to_save_options(options);
+  const SaveOptions& save_options = options;
   const plan::SavePlan plan = plan::make_save_plan(to_tensor_refs(state_dict), save_options);
   auto io = io::make_posix_backend(1);
   auto fs = commit::make_posix_file_system();
@@ -120,7 +107,7 @@ SaveResult save_pickle(const StateDict& state_dict, const std::filesystem::path&
     result.bytes_written += text.size();
   }
   const commit::CommitResult committed = transaction.publish(small_files);
-  result.commit_mode = commit::to_string(committed.mode);
+  result.commit_mode = committed.mode;
   result.removed_stale = committed.removed;
   transaction.release_previous();
   return result;

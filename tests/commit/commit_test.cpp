@@ -48,7 +48,7 @@ TEST(Commit, FreshDirectoryIsCreatedAtomically) {
   const fs::path dir = tmp.path() / "a" / "step-1";
   SyntheticStateDict sd(1, 4, 1000);
   const auto result = save_state_dict(sd.tensors, dir, sharded(8000));
-  EXPECT_EQ(result.commit_mode, "fresh");
+  EXPECT_EQ(result.commit_mode, CommitMode::fresh);
   EXPECT_EQ(result.files.size(), 3u);  // 2 shards + index
   EXPECT_EQ(checkpoint_generation(dir, 4), 1);
   EXPECT_FALSE(has_leftovers(dir));
@@ -71,7 +71,7 @@ TEST(Commit, CheckpointOnlyDirectoryIsExchanged) {
   save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));  // 3 shards
   ASSERT_TRUE(fs::exists(dir / "model-00003-of-00003.safetensors"));
   const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, sharded(12000));  // 2 shards
-  EXPECT_TRUE(result.commit_mode == "exchange" || result.commit_mode == "in_place") << result.commit_mode;
+  EXPECT_TRUE(result.commit_mode == CommitMode::exchange || result.commit_mode == CommitMode::in_place) << to_string(result.commit_mode);
   EXPECT_EQ(checkpoint_generation(dir, 6), 2);
   EXPECT_FALSE(fs::exists(dir / "model-00003-of-00003.safetensors"));
   EXPECT_FALSE(has_leftovers(dir));
@@ -86,7 +86,7 @@ TEST(Commit, ModelFolderWithOtherFilesIsSwitchedInPlace) {
   touch(dir / "pytorch_model.bin", "other format");
   save_state_dict(SyntheticStateDict(1, 6, 1000).tensors, dir, sharded(8000));
   const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, SaveOptions{});  // single file now
-  EXPECT_EQ(result.commit_mode, "in_place");
+  EXPECT_EQ(result.commit_mode, CommitMode::in_place);
   EXPECT_EQ(checkpoint_generation(dir, 6), 2);
   for (const char* kept : {"config.json", "model.safetensors.old", "pytorch_model.bin"}) EXPECT_TRUE(fs::exists(dir / kept)) << kept;
   EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
@@ -102,7 +102,7 @@ TEST(Commit, NotMainProcessRemovesNothing) {
   SaveOptions options;
   options.is_main_process = false;
   const auto result = save_state_dict(SyntheticStateDict(2, 6, 1000).tensors, dir, options);
-  EXPECT_EQ(result.commit_mode, "in_place");
+  EXPECT_EQ(result.commit_mode, CommitMode::in_place);
   EXPECT_TRUE(fs::exists(dir / "model-00001-of-00003.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "model.safetensors"));
 }

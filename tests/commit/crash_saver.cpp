@@ -24,6 +24,7 @@
 
 #include "commit/commit.hpp"
 #include "commit/fault_file_system.hpp"
+#include "engine/checkpointer_access.hpp"
 #include "engine/sync_writer.hpp"
 #include "io/fault_backend.hpp"
 #include "plan/save_plan.hpp"
@@ -90,7 +91,7 @@ int save(const fs::path& dir, int generation, int argc, char** argv) {
     CheckpointerOptions ckpt_options;
     ckpt_options.chunk_bytes = 64 * 1024;
     ckpt_options.pinned_budget_bytes = 4 * 64 * 1024;  // smaller than the state dict: leases recycle
-    Checkpointer ckpt(ckpt_options, std::make_unique<io::FaultBackend>(make_io(), faults),
+    Checkpointer ckpt = CheckpointerAccess::make(ckpt_options, std::make_unique<io::FaultBackend>(make_io(), faults),
                       std::make_unique<commit::FaultFileSystem>(commit::make_posix_file_system(), faults));
     ckpt.save(synthetic(generation), dir, options);
   }

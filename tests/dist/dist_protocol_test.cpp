@@ -11,6 +11,7 @@
 #include "dist/assignment.hpp"
 #include "dist/in_memory_store.hpp"
 #include "commit/checkpoint_fixture.hpp"
+#include "engine/checkpointer_access.hpp"
 #include "io/fault_backend.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/checkpointer.hpp"
@@ -116,7 +117,7 @@ std::vector<RankResult> run_ranks(int world, Layout layout, const fs::path& dir,
       if (r == faulty_rank) {
         backend = std::make_unique<io::FaultBackend>(std::move(backend), io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::eio, .nth = 2});
       }
-      Checkpointer ckpt(copts, std::move(backend));
+      Checkpointer ckpt = CheckpointerAccess::make(copts, std::move(backend));
       plan::SavePlan plan;
       engine::Assignment assignment;
       std::vector<int> owners;
@@ -134,7 +135,7 @@ std::vector<RankResult> run_ranks(int world, Layout layout, const fs::path& dir,
       }
       if (r == silent_rank) return;  // a rank that died before saving: never reports anything
       dist::CoordinatorConfig config{store, "save/0", r, world, std::chrono::milliseconds(1500), owners};
-      SaveHandle handle = ckpt.submit(std::move(plan), dir, SaveOptions{}, dist::make_store_coordinator(config, std::move(assignment)));
+      SaveHandle handle = CheckpointerAccess::submit(ckpt, std::move(plan), dir, SaveOptions{}, dist::make_store_coordinator(config, std::move(assignment)));
       try {
         handle.staged().get();
         results[r].staged = true;

@@ -14,6 +14,7 @@
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "engine/checkpointer_access.hpp"
 #include "io/fault_backend.hpp"
 #include "quicksave/dist.hpp"
 #include "quicksave/error.hpp"
@@ -97,7 +98,8 @@ int main(int argc, char** argv) {
       auto backend = std::make_unique<quicksave::io::FaultBackend>(
           quicksave::io::make_posix_backend(2),
           quicksave::io::FaultSpec{.op = quicksave::io::FaultOp::write, .kind = quicksave::io::FaultKind::eio, .nth = 2});
-      ckpt = std::make_unique<quicksave::DistributedCheckpointer>(std::move(store), rank, world, copts, options, std::move(backend));
+      ckpt = std::make_unique<quicksave::DistributedCheckpointer>(
+          std::move(store), rank, world, quicksave::CheckpointerAccess::make_unique(copts, std::move(backend)), options);
     } else {
       ckpt = quicksave::DistributedCheckpointer::from_env(copts, options);
     }
@@ -106,7 +108,7 @@ int main(int argc, char** argv) {
     handle.staged().get();
     if (args.count("kill-rank") && std::stoi(args.at("kill-rank")) == rank) ::raise(SIGKILL);
     const auto result = handle.committed().get();
-    std::printf("rank %d: %zu files, %s\n", rank, result.files.size(), result.commit_mode.c_str());
+    std::printf("rank %d: %zu files, %s\n", rank, result.files.size(), to_string(result.commit_mode));
     return 0;
   } catch (const std::exception& e) {
     std::ofstream(error_file) << e.what();

@@ -9,6 +9,7 @@
 
 #include "commit/checkpoint_fixture.hpp"
 #include "commit/fault_file_system.hpp"
+#include "engine/checkpointer_access.hpp"
 #include "io/fault_backend.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
@@ -156,7 +157,7 @@ TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
   // One buffer and writes that each take 100 ms: staging the 3 chunks must wait for two writes,
   // so a save_async that copied on the caller's thread could not return with staging unfinished.
   auto slow = slow_writes(std::chrono::milliseconds(100));
-  Checkpointer ckpt(small_options(64 * 1024, 64 * 1024), std::move(slow));
+  Checkpointer ckpt = CheckpointerAccess::make(small_options(64 * 1024, 64 * 1024), std::move(slow));
   SyntheticStateDict sd(1, 3, 16000);
   SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
   EXPECT_NE(handle.staged().wait_for(std::chrono::seconds(0)), std::future_status::ready);
@@ -169,7 +170,7 @@ TEST(Checkpointer, SaveAsyncReturnsBeforeCopying) {
 TEST(Checkpointer, CompletionCallbacksRunOnceWhenTheFuturesAreReady) {
   TempDir tmp;
   auto slow = slow_writes(std::chrono::milliseconds(20));
-  Checkpointer ckpt(small_options(64 * 1024, 64 * 1024), std::move(slow));
+  Checkpointer ckpt = CheckpointerAccess::make(small_options(64 * 1024, 64 * 1024), std::move(slow));
   SyntheticStateDict sd(1, 3, 16000);
   SaveHandle handle = ckpt.save_async(sd.tensors, tmp.path() / "c");
   std::mutex mutex;
@@ -197,7 +198,7 @@ TEST(Checkpointer, CompletionCallbacksRunOnceWhenTheFuturesAreReady) {
 
 TEST(Checkpointer, CompletionCallbacksRunWhenTheSaveFails) {
   TempDir tmp;
-  Checkpointer ckpt(small_options(), std::make_unique<io::FaultBackend>(
+  Checkpointer ckpt = CheckpointerAccess::make(small_options(), std::make_unique<io::FaultBackend>(
                                          io::make_posix_backend(2),
                                          io::FaultSpec{.op = io::FaultOp::write, .kind = io::FaultKind::eio, .nth = 1}));
   SyntheticStateDict sd(1, 3, 16000);
@@ -267,7 +268,7 @@ TEST(Checkpointer, WhenBusyFailRefusesExtraSaves) {
   auto options = small_options();
   options.max_in_flight_saves = 1;
   options.when_busy = WhenBusy::fail;
-  Checkpointer ckpt(options, std::move(slow));
+  Checkpointer ckpt = CheckpointerAccess::make(options, std::move(slow));
   SyntheticStateDict sd(1, 4, 30000);
   SaveHandle first = ckpt.save_async(sd.tensors, tmp.path() / "a");
   try {
@@ -284,7 +285,7 @@ TEST(Checkpointer, CancelMidSaveKeepsThePreviousCheckpoint) {
   const fs::path dir = tmp.path() / "c";
   save_state_dict(SyntheticStateDict(1, 6, 40000).tensors, dir);
   auto slow = slow_writes(std::chrono::milliseconds(30));
-  Checkpointer ckpt(small_options(), std::move(slow));
+  Checkpointer ckpt = CheckpointerAccess::make(small_options(), std::move(slow));
   SyntheticStateDict sd(2, 6, 40000);
   SaveHandle handle = ckpt.save_async(sd.tensors, dir);
   handle.cancel();
@@ -342,7 +343,7 @@ TEST(Checkpointer, FaultMatrix) {
           {
             // One plan drives both seams: the data path and the commit's file system.
             auto plan = std::make_shared<io::FaultPlan>(io::FaultSpec{.op = op, .kind = kind, .nth = nth});
-            Checkpointer ckpt(small_options(), std::make_unique<io::FaultBackend>(io::make_posix_backend(2), plan),
+            Checkpointer ckpt = CheckpointerAccess::make(small_options(), std::make_unique<io::FaultBackend>(io::make_posix_backend(2), plan),
                               std::make_unique<commit::FaultFileSystem>(commit::make_posix_file_system(), plan));
             // One file (the old shards are stale and must survive a failure), or the same shards.
             SaveOptions next = same_names ? sharded : SaveOptions{};

@@ -122,7 +122,7 @@ int qs_bench_save(const char* request_text, char* out, std::size_t out_len) {
                       {"sync_before_s", synced},
                       {"files", saved.files},
                       {"backend", saved.backend},
-                      {"commit_mode", saved.commit_mode}});
+                      {"commit_mode", to_string(saved.commit_mode)}});
     }
     result["runs"] = runs;
     return reply(result, out, out_len, 0);

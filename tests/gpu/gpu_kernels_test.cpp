@@ -1,5 +1,5 @@
 // The staging kernels on a GPU: pack_strided against the host path's strided gather
-// (plan::copy_segment) for random views of every element size, rank up to 8 (10 with size-1
+// (stage::copy_segment) for random views of every element size, rank up to 8 (10 with size-1
 // dimensions), stride-0 and overlapping strides, byte ranges cut inside elements and misaligned
 // destinations; gather with thousands of tiny pieces of every alignment in a few launches; and
 // the launchers' argument checks and error reporting, which need no device.
@@ -16,6 +16,7 @@
 #include "kernels/staging_kernels.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/error.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave::kernels {
 namespace {
@@ -123,7 +124,7 @@ TEST_F(GpuPack, MatchesTheHostGatherForRandomViewsAndRanges) {
     const std::uint64_t begin = nbytes == 0 ? 0 : rng() % (nbytes + 1);
     const std::uint64_t length = nbytes == begin ? 0 : rng() % (nbytes - begin + 1);
     std::vector<unsigned char> expected(length);
-    plan::copy_segment(t, begin, length, reinterpret_cast<std::byte*>(expected.data()));
+    stage::copy_segment(t, begin, length, reinterpret_cast<std::byte*>(expected.data()));
 
     const StridedView view =
         make_strided_view(device_storage.get() + offset, shape.size(), shape.data(), strides.data(), e);
@@ -155,7 +156,7 @@ TEST_F(GpuPack, TransposesALargeMatrixInPieces) {
   t.data = host.data();
   const std::uint64_t nbytes = t.nbytes();
   std::vector<unsigned char> expected(nbytes);
-  plan::copy_segment(t, 0, nbytes, reinterpret_cast<std::byte*>(expected.data()));
+  stage::copy_segment(t, 0, nbytes, reinterpret_cast<std::byte*>(expected.data()));
   const StridedView view = make_strided_view(dev.get(), 2, t.shape.data(), t.strides.data(), 2);
   auto out = device_alloc(0, nbytes);
   const std::uint64_t piece = nbytes / 7 + 1;

@@ -1,5 +1,5 @@
 // The staging kernels' per-thread arithmetic (kernels/staging_math.hpp), run on the host over
-// every thread index of a launch, against plan::copy_segment (the host path's strided gather):
+// every thread index of a launch, against stage::copy_segment (the host path's strided gather):
 // what pack_strided and gather write, checked on machines without a GPU. The threads of a launch
 // write disjoint bytes, so running them one after the other gives what the device gives.
 // Also the host-side preparation: argument checks, layout merging and batching.
@@ -14,6 +14,7 @@
 #include "kernels/staging_math.hpp"
 #include "plan/save_plan.hpp"
 #include "quicksave/error.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave::kernels {
 namespace {
@@ -117,7 +118,7 @@ TEST(KernelMath, PackMatchesTheHostGather) {
     const std::uint64_t offset = nbytes == 0 ? 0 : rng() % (nbytes + 1);
     const std::uint64_t length = nbytes == offset ? 0 : rng() % (nbytes - offset + 1);
     std::vector<unsigned char> expected(length + 16, 0xEE);
-    plan::copy_segment(t, offset, length, reinterpret_cast<std::byte*>(expected.data() + 8));
+    stage::copy_segment(t, offset, length, reinterpret_cast<std::byte*>(expected.data() + 8));
 
     const StridedView view = make_strided_view(t.data, t.shape.size(), t.shape.data(), t.strides.data(), v.element_bytes);
     ASSERT_LE(view.rank, kMaxPackRank);
@@ -153,7 +154,7 @@ TEST(KernelMath, PackUsesSixtyFourBitIndicesPastFourGiElements) {
       EXPECT_FALSE(plan.index32) << offset;  // a dimension beyond 32 bits
       std::vector<unsigned char> expected(length);
       std::vector<unsigned char> out(length);
-      plan::copy_segment(t, offset, length, reinterpret_cast<std::byte*>(expected.data()));
+      stage::copy_segment(t, offset, length, reinterpret_cast<std::byte*>(expected.data()));
       emulate_pack(view, offset, length, out.data());
       EXPECT_EQ(out, expected) << "element size " << e << ", offset " << offset;
     }

@@ -109,3 +109,30 @@ def test_a_second_writer_gets_busy_error_naming_the_holder(tmp_path):
         assert "host=python-test" in str(info.value)
         assert isinstance(info.value, BlockingIOError)
     serialization.save_torch_model(_model(2), folder)  # free again
+
+
+def test_verify_checkpoint_reports_a_valid_checkpoint_then_names_a_flipped_bit(tmp_path):
+    model = _model(3)
+    serialization.save_torch_model(model, tmp_path, max_shard_size="10KB")
+    before = _snapshot(tmp_path)
+    report = quicksave.verify_checkpoint(tmp_path)
+    assert report and report.valid, report.problems
+    assert report.kind == "sharded" and report.index == "model.safetensors.index.json"
+    assert report.manifest_found and report.checksummed_tensors == len(model.state_dict())
+    assert all(f.status == "ok" and f.xxh64 is not None for f in report.files)
+    assert report.bytes_read == sum((tmp_path / f.name).stat().st_size for f in report.files)
+
+    shard = tmp_path / report.files[0].name
+    _flip_bit(shard, shard.stat().st_size - 1)
+    broken = quicksave.verify_checkpoint(str(shard.parent))
+    assert not broken and not broken.valid
+    assert any(report.files[0].name in p and "checksum" in p for p in broken.problems), broken.problems
+    # Verifying changes nothing but the one bit flipped above.
+    after = _snapshot(tmp_path)
+    assert after.keys() == before.keys()
+
+
+def test_verify_checkpoint_of_an_empty_folder_is_a_report_not_an_exception(tmp_path):
+    report = quicksave.verify_checkpoint(tmp_path)
+    assert not report.valid and report.kind == "none"
+    assert "no safetensors checkpoint" in report.problems[0]

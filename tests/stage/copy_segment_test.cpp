@@ -1,4 +1,4 @@
-// plan::copy_segment against a deliberately naive reference: the C-order image computed element by
+// stage::copy_segment against a deliberately naive reference: the C-order image computed element by
 // element from each element's multi-index. Every layout is checked whole and cut into random
 // pieces (including cuts inside elements), so the gather's start-anywhere odometer, its partial
 // elements and its fast paths are all compared with the same oracle.
@@ -15,6 +15,7 @@
 #include "plan/save_plan.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/tensor_ref.hpp"
+#include "stage/copy_segment.hpp"
 
 namespace quicksave {
 namespace {
@@ -81,7 +82,7 @@ void expect_pieces_match(const TensorRef& t, const std::vector<std::byte>& expec
   std::sort(cuts.begin(), cuts.end());
   std::vector<std::byte> out(size + 2 * kGuard, std::byte{0xA5});
   for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
-    plan::copy_segment(t, cuts[i], cuts[i + 1] - cuts[i], out.data() + kGuard + cuts[i]);
+    stage::copy_segment(t, cuts[i], cuts[i + 1] - cuts[i], out.data() + kGuard + cuts[i]);
   }
   for (std::size_t i = 0; i < kGuard; ++i) {
     ASSERT_EQ(out[i], std::byte{0xA5}) << "wrote before the destination";
@@ -135,7 +136,7 @@ TEST(CopySegment, EmptyTensorsCopyNothing) {
     EXPECT_EQ(t.nbytes(), 0u);
     check_layout(t, 2);
     std::byte sink{};
-    EXPECT_THROW(plan::copy_segment(t, 0, 1, &sink), Error);
+    EXPECT_THROW(stage::copy_segment(t, 0, 1, &sink), Error);
   }
 }
 
@@ -144,7 +145,7 @@ TEST(CopySegment, ZeroLengthIsANoOpEvenForUnreadableTensors) {
   t.device = Device{DeviceKind::cuda, 0};
   t.strides = {-1};
   t.shape = {4};
-  EXPECT_NO_THROW(plan::copy_segment(t, 0, 0, nullptr));
+  EXPECT_NO_THROW(stage::copy_segment(t, 0, 0, nullptr));
 }
 
 TEST(CopySegment, OneDimensionalWithStep) {
@@ -256,7 +257,7 @@ TEST(CopySegment, ContiguousFastPathCopiesTheRawBytes) {
     for (std::uint64_t off : {0ull, 1ull, 7ull, 100ull, 4095ull}) {
       const std::uint64_t len = std::min<std::uint64_t>(1000, 4096 - off);
       std::vector<std::byte> out(len);
-      plan::copy_segment(t, off, len, out.data());
+      stage::copy_segment(t, off, len, out.data());
       EXPECT_TRUE(std::equal(out.begin(), out.end(), s.bytes.begin() + 8 + static_cast<std::ptrdiff_t>(off)));
     }
     check_layout(t, 24);
@@ -271,16 +272,16 @@ TEST(CopySegment, ContiguousSubByteDTypes) {
   TensorRef t = view(s, DType::F4, {2, 16}, {16, 1});  // 32 nibbles = 16 bytes
   ASSERT_EQ(t.nbytes(), 16u);
   std::vector<std::byte> out(16);
-  plan::copy_segment(t, 0, 16, out.data());
+  stage::copy_segment(t, 0, 16, out.data());
   EXPECT_TRUE(std::equal(out.begin(), out.end(), s.bytes.begin()));
-  plan::copy_segment(t, 5, 3, out.data());
+  stage::copy_segment(t, 5, 3, out.data());
   EXPECT_TRUE(std::equal(out.begin(), out.begin() + 3, s.bytes.begin() + 5));
 }
 
 ErrorCode code_of(const TensorRef& t, std::uint64_t offset, std::uint64_t length) {
   std::vector<std::byte> out(length + 1);
   try {
-    plan::copy_segment(t, offset, length, out.data());
+    stage::copy_segment(t, offset, length, out.data());
   } catch (const Error& e) {
     return e.code();
   }

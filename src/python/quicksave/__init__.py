@@ -39,6 +39,9 @@ from ._quicksave import (
     SaveProgress,
     SaveResult,
     UnavailableError,
+    VerifiedFile,
+    VerifyReport,
+    verify_checkpoint,
 )
 from ._hf import (
     MAX_SHARD_SIZE,
@@ -89,6 +92,8 @@ __all__ = [
     "SaveResult",
     "StateDictSplit",
     "UnavailableError",
+    "VerifiedFile",
+    "VerifyReport",
     "get_torch_storage_id",
     "get_torch_storage_size",
     "load_state_dict_from_file",
@@ -99,4 +104,5 @@ __all__ = [
     "serialization",
     "split_state_dict_into_shards_factory",
     "split_torch_state_dict_into_shards",
+    "verify_checkpoint",
 ]

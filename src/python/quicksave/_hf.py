@@ -373,36 +373,30 @@ def load_torch_model(
 
     # Loads never write: a folder an interrupted save left leftovers in is read as the complete
     # checkpoint its journal describes (the C++ loaders use the same view), and left as it is.
-    view = _FolderView(checkpoint_path)
-    if filename_pattern is None:
-        filename_pattern = SAFETENSORS_WEIGHTS_FILE_PATTERN
-        if not view.is_file(SAFETENSORS_INDEX_FILE) and not safe:
-            filename_pattern = PYTORCH_WEIGHTS_FILE_PATTERN
+    # Which files: quicksave::locate_checkpoint, the reference's rules (one implementation for C++
+    # and Python); the reference raises ValueError where nothing matches.
+    try:
+        index_file, single_file, filename_pattern = _C._locate_checkpoint(
+            _native_path(checkpoint_path), bool(safe), filename_pattern
+        )
+    except _C.NotFoundError as error:
+        raise _C.InvalidArgumentError(str(error)) from None
     if verify:
         _verify_checksums(checkpoint_path, filename_pattern)
-    index_name = _C._index_filename(filename_pattern)
-    if view.is_file(index_name):
-        index_file = view.path(index_name)
+    if index_file is not None:
         return _load_sharded(
-            model, view, index_file, filename_pattern, strict, weights_only, map_location, mmap, allow_unsafe_pickle
-        )
-    # Like the reference, the single-file search ignores filename_pattern; hidden files never match.
-    extension = ".safetensors" if safe else ".bin"
-    matches = [
-        view.path(entry.name)
-        for entry in checkpoint_path.iterdir()
-        if len(entry.name) > len(extension)
-        and not entry.name.startswith(".")
-        and entry.name.endswith(extension)
-        and view.visible(entry.name)
-    ]
-    if len(matches) != 1:
-        raise _C.InvalidArgumentError(
-            f"Directory '{checkpoint_path}' does not contain a valid checkpoint. Expected either a sharded checkpoint "
-            "with an index file, or a single model file."
+            model,
+            _FolderView(checkpoint_path),
+            Path(os.fsdecode(index_file)),
+            filename_pattern,
+            strict,
+            weights_only,
+            map_location,
+            mmap,
+            allow_unsafe_pickle,
         )
     state_dict = load_state_dict_from_file(
-        matches[0],
+        Path(os.fsdecode(single_file)),
         map_location=map_location,
         weights_only=weights_only,
         mmap=mmap,

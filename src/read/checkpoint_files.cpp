@@ -1,6 +1,6 @@
 // Finding a checkpoint's files, and describing the leftovers of interrupted saves that
 // commit::find_leftovers reports (read-only: recovery, commit::recover, is the only code that acts).
-#include "cli/checkpoint_files.hpp"
+#include "read/checkpoint_files.hpp"
 
 #include <signal.h>
 
@@ -12,8 +12,9 @@
 #include <tuple>
 
 #include "quicksave/error.hpp"
+#include "read/locate_checkpoint.hpp"
 
-namespace quicksave::cli {
+namespace quicksave::read {
 namespace {
 
 constexpr std::string_view kTag = ".qs-";
@@ -42,7 +43,7 @@ std::string pattern_of_index(const std::string& index_name) {
   return index_name.substr(0, index_name.size() - kIndexSuffix.size()) + "{suffix}.safetensors";
 }
 
-CheckpointLocation locate_checkpoint(const fs::path& path) {
+CheckpointLocation find_checkpoint(const fs::path& path) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (!fs::exists(status)) throw Error(ErrorCode::not_found, "No such file or directory: " + path.string(), ENOENT);
@@ -63,45 +64,41 @@ CheckpointLocation locate_checkpoint(const fs::path& path) {
   }
   if (!fs::is_directory(status)) throw Error(ErrorCode::invalid_argument, path.string() + " is not a file or a directory");
   location.directory = path;
-  if (fs::exists(path / "model.safetensors.index.json")) {
-    location.index_file = path / "model.safetensors.index.json";
-    location.pattern = "model{suffix}.safetensors";
+  // An entry of the index's name that is not a regular file (a FIFO, a device, a folder) is
+  // taken as the index so that reading it reports it; loaders would silently look past it.
+  const fs::path default_index = path / index_filename(kSafetensorsPattern);
+  if (fs::exists(fs::status(default_index, ec)) && !fs::is_regular_file(default_index, ec)) {
+    location.index_file = default_index;
+    location.pattern = std::string(kSafetensorsPattern);
     return location;
   }
-  if (fs::exists(path / "model.safetensors")) {
-    location.single_file = path / "model.safetensors";
-    location.pattern = "model{suffix}.safetensors";
+  // A folder: the loaders' rules (read::locate_checkpoint), over the files as they are: the
+  // leftovers of an interrupted save are reported on their own, not read through.
+  try {
+    const CheckpointFiles found = locate_checkpoint(commit::CheckpointView{.directory = path}, true, std::nullopt);
+    location.index_file = found.index;
+    location.single_file = found.single;
+    const bool other_single = found.single && found.single->filename() != "model.safetensors";
+    location.pattern = other_single ? found.single->filename().string() : found.pattern;
     return location;
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::not_found) throw;
   }
-  std::vector<std::string> indexes, files;
+  // Also a folder holding one sharded checkpoint of another pattern (its only index).
+  std::vector<std::string> indexes;
   for (const auto& entry : fs::directory_iterator(path)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind('.', 0) == 0 || !entry.is_regular_file()) continue;  // hidden: temporaries of a save
     if (ends_with(name, kIndexSuffix)) indexes.push_back(name);
-    else if (ends_with(name, kSafetensors)) files.push_back(name);
   }
-  std::sort(indexes.begin(), indexes.end());
-  std::sort(files.begin(), files.end());
   if (indexes.size() == 1) {
     location.index_file = path / indexes.front();
     location.pattern = pattern_of_index(indexes.front());
     return location;
   }
-  if (indexes.size() > 1) {
-    throw Error(ErrorCode::invalid_argument, path.string() + " holds several indexes (" + indexes[0] + ", " + indexes[1] +
-                                                 ", ...): name the one to use");
-  }
-  if (files.size() == 1) {
-    location.single_file = path / files.front();
-    location.pattern = files.front();
-    return location;
-  }
-  if (files.size() > 1) {
-    throw Error(ErrorCode::invalid_argument, path.string() + " holds " + std::to_string(files.size()) +
-                                                 " .safetensors files but no index: name the file to use");
-  }
   throw Error(ErrorCode::not_found, "no safetensors checkpoint in " + path.string() +
-                                        " (no model.safetensors, no *.safetensors.index.json)");
+                                        " (no model.safetensors.index.json, not exactly one *.safetensors file or one "
+                                        "*.safetensors.index.json)");
 }
 
 std::vector<Leftover> find_leftovers(const fs::path& target) {
@@ -159,4 +156,4 @@ std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& lefto
   return out;
 }
 
-}  // namespace quicksave::cli
+}  // namespace quicksave::read

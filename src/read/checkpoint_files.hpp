@@ -1,5 +1,6 @@
-// Where a checkpoint's files are: PATH may be a safetensors file, an index file or a checkpoint
-// folder. Also finds what an interrupted save left behind, without changing anything.
+// Where a checkpoint's files are when a user names it (verify, inspect): a safetensors file, an
+// index file or a checkpoint folder. Also finds and describes what an interrupted save left
+// behind, without changing anything (recovery, commit::recover, is the only code that acts).
 #pragma once
 
 #include "commit/recovery.hpp"
@@ -9,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace quicksave::cli {
+namespace quicksave::read {
 
 namespace fs = std::filesystem;
 
@@ -20,11 +21,11 @@ struct CheckpointLocation {
   std::string pattern;                // e.g. "model{suffix}.safetensors"
 };
 
-// A folder is searched the way loaders do: `model.safetensors.index.json`, then
-// `model.safetensors`, then the only `*.safetensors.index.json`, then the only `*.safetensors`.
-// Throws Error(not_found) when there is no checkpoint, (invalid_argument) when it is ambiguous
-// or not a safetensors checkpoint.
-CheckpointLocation locate_checkpoint(const fs::path& path);
+// A file is taken as named (a .safetensors file or a *.safetensors.index.json). A folder is
+// searched by the loaders' rules (quicksave::locate_checkpoint: model.safetensors.index.json, else
+// the only *.safetensors), then for the only *.safetensors.index.json. Throws Error(not_found)
+// when there is no checkpoint, (invalid_argument) when a file is not a safetensors checkpoint.
+CheckpointLocation find_checkpoint(const fs::path& path);
 
 // "model{suffix}.safetensors" for "model.safetensors.index.json" (and X for X.safetensors.index.json).
 std::string pattern_of_index(const std::string& index_name);
@@ -47,4 +48,4 @@ struct SaveLeftovers {
 };
 std::vector<SaveLeftovers> describe_leftovers(const std::vector<Leftover>& leftovers);
 
-}  // namespace quicksave::cli
+}  // namespace quicksave::read

@@ -1,4 +1,4 @@
-// plan::copy_segment: copies a byte range of a host tensor's C-order image into a buffer.
+// stage::copy_segment: copies a byte range of a host tensor's C-order image into a buffer.
 //
 // Contiguous tensors are one memcpy. Strided views (transposes, permutations, slices with a step,
 // stride-0 expansions) are gathered: the layout is first simplified (size-1 dimensions dropped,
@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "plan/save_plan.hpp"
+#include "stage/copy_segment.hpp"
 #include "quicksave/error.hpp"
 
-namespace quicksave::plan {
+namespace quicksave::stage {
 namespace {
 
 // The widest element of any dtype (C64, F64, I64, U64).
@@ -316,4 +316,4 @@ void copy_segment(const TensorRef& t, std::uint64_t source_offset, std::uint64_t
   }
 }
 
-}  // namespace quicksave::plan
+}  // namespace quicksave::stage

@@ -1,12 +1,10 @@
-// The LibTorch methods of `quicksave bench`, built as the module libquicksave_cli_torch.so (the
-// CLI's only LibTorch user: keep it small).
-#include "cli/bench_torch.hpp"
+// The LibTorch methods of quicksave-bench (its only LibTorch user: keep it small).
+#include "bench_torch.hpp"
 
-// torch::save and torch::from_blob come with <torch/torch.h> through the public LibTorch API
-// header (the layering rules keep direct LibTorch includes in src/torch).
+// torch::save and torch::from_blob come with <torch/torch.h> through the public LibTorch API header.
 #include "quicksave/torch.hpp"
 
-namespace quicksave::cli {
+namespace quicksave::bench {
 namespace {
 
 class LibTorchMethods final : public TorchMethods {
@@ -31,8 +29,9 @@ class LibTorchMethods final : public TorchMethods {
 };
 
 }  // namespace
-}  // namespace quicksave::cli
 
-extern "C" quicksave::cli::TorchMethods* quicksave_cli_make_torch_methods(const std::vector<quicksave::TensorRef>* tensors) {
-  return new quicksave::cli::LibTorchMethods(*tensors);
+std::unique_ptr<TorchMethods> TorchMethods::make(const std::vector<TensorRef>& tensors) {
+  return std::make_unique<LibTorchMethods>(tensors);
 }
+
+}  // namespace quicksave::bench

@@ -1,4 +1,4 @@
-// `quicksave bench`: quicksave against the alternatives and the machine's limits, in one process
+// quicksave-bench (also run as `quicksave bench`): quicksave against the alternatives and the machine's limits, in one process
 // and one run, on the same in-memory state dict.
 //
 // Methods (each run writes into an emptied output folder):
@@ -35,7 +35,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "cli/bench_torch.hpp"
+#include "bench_torch.hpp"
 #include "cli/cli.hpp"
 #include "cli/progress.hpp"
 #include "cli/synthetic.hpp"
@@ -44,13 +44,29 @@
 #include "quicksave/safetensors.hpp"
 #include "quicksave/save.hpp"
 
-namespace quicksave::cli {
+namespace quicksave::bench {
 namespace {
 
+using namespace quicksave::cli;  // the command-line toolkit: Args, tables, sizes, progress, synthetic models
+
 namespace fs = std::filesystem;
+
+// The Python side of the bench: beside this program in the build tree, under share/quicksave
+// in an installation.
+fs::path python_peers_script() {
+  std::error_code ec;
+  const fs::path exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  const fs::path candidates[] = {exe_dir / "python_peers.py", exe_dir / ".." / "share" / "quicksave" / "python_peers.py"};
+  for (const auto& path : candidates) {
+    if (fs::exists(path, ec)) return path;
+  }
+  throw Error(ErrorCode::not_found, "the Python side of the bench (python_peers.py) is neither in " + exe_dir.string() +
+                                        " nor in " + candidates[1].parent_path().lexically_normal().string());
+}
+
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kHelp = R"(Usage: quicksave bench [options]
+constexpr const char* kHelp = R"(Usage: quicksave bench [options]   (the same as: quicksave-bench [options])
 
 Times, in one process and one run, on the same in-memory state dict (realistic layer shapes):
   quicksave_async_io_uring   quicksave save_async + committed, io_uring backend
@@ -86,8 +102,9 @@ Options:
                          processes on this machine, aggregate GB/s against one process in the same
                          run (runs quicksave-dist-bench, built with LibTorch's c10d)
   --python               also time the Python peers
-  --python-exe PATH      the interpreter for them (default: the project's .venv/bin/python when
-                         present, else /usr/bin/python3)
+  --python-exe PATH      the interpreter for them (default: the active virtual environment's,
+                         $VIRTUAL_ENV/bin/python, else /usr/bin/python3; the project's is
+                         .venv/bin/python, made by scripts/setup.sh)
   --no-drop-caches       do not drop the page cache before each run (dropping needs root)
   --json                 print JSON (per-run samples and min/median/max) instead of the table
   --help                 this text
@@ -443,8 +460,7 @@ struct Bench {
   }
 
   void run_python_methods() {
-    const fs::path script = fs::path(QUICKSAVE_SOURCE_DIR) / "benchmarks" / "python_peers.py";
-    if (!fs::exists(script)) throw Error(ErrorCode::not_found, "the Python side of the bench is missing: " + script.string());
+    const fs::path script = python_peers_script();
     // The bytes go over through a file written before any timing; the C++ side's memory is
     // released first so that Python's copies fit.
     status("bench: writing the state dict for the Python peers");
@@ -663,8 +679,9 @@ int run_bench(std::span<const std::string> argv) {
   if (const auto exe = args.value("python-exe")) {
     bench.python_exe = *exe;
   } else {
-    const fs::path venv = fs::path(QUICKSAVE_SOURCE_DIR) / ".venv" / "bin" / "python";
-    bench.python_exe = fs::exists(venv) ? venv.string() : "/usr/bin/python3";
+    // The active virtual environment's interpreter (the project's is .venv: `--python-exe .venv/bin/python`).
+    const char* venv = std::getenv("VIRTUAL_ENV");
+    bench.python_exe = venv != nullptr && *venv != '\0' ? (fs::path(venv) / "bin" / "python").string() : "/usr/bin/python3";
   }
   const fs::path base = args.value("dir") ? fs::path(*args.value("dir")) : fs::temp_directory_path();
   bench.work = fs::absolute(base / ("quicksave-bench-" + std::to_string(::getpid())));
@@ -687,7 +704,7 @@ int run_bench(std::span<const std::string> argv) {
   bench.pinned_budget = args.value("pinned-budget") ? parse_byte_size(*args.value("pinned-budget"), "pinned-budget")
                                                     : (bench.bytes + (8ull << 20) - 1) / (8ull << 20) * (8ull << 20);
   bench.limit_buffer = std::make_unique<PrefaultedBuffer>(bench.bytes);
-  bench.torch_methods = TorchMethods::load(bench.refs);
+  bench.torch_methods = TorchMethods::make(bench.refs);
 
   bench.run_cpp_methods();
   if (bench.python) bench.run_python_methods();
@@ -716,4 +733,9 @@ int run_bench(std::span<const std::string> argv) {
   return kExitOk;
 }
 
-}  // namespace quicksave::cli
+}  // namespace quicksave::bench
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> words(argv + 1, argv + argc);
+  return quicksave::cli::run_guarded("quicksave-bench", quicksave::bench::run_bench, words);
+}
