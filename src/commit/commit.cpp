@@ -51,6 +51,7 @@
 #include "commit/journal.hpp"
 #include "commit/names.hpp"
 #include "commit/recovery.hpp"
+#include "format/log.hpp"
 #include "quicksave/error.hpp"
 
 namespace quicksave {
@@ -133,7 +134,18 @@ Commit Commit::begin(FileSystem& fs, const fs::path& target_in, BeginOptions opt
 
   Commit commit(fs, target, std::move(options));
   const fs::path lock_path = target.parent_path() / lock_file_name(target.filename().string());
-  commit.lock_ = fs.lock(lock_path, holder_text(commit.tag_), commit.options_.wait_for_lock);
+  commit.lock_ = fs.lock(lock_path, holder_text(commit.tag_), false);
+  if (!commit.lock_.held() && commit.options_.wait_for_lock) {
+    // Said before blocking: a save that waits for another one is otherwise just slow.
+    std::string holder;
+    try {
+      holder = fs.read_small_file(lock_path, 4096);
+    } catch (const Error&) {
+    }
+    format::log(LogLevel::info, "waiting for the save that holds " + target.string() + " (" +
+                                    (holder.empty() ? std::string("holder unknown") : holder) + ")");
+    commit.lock_ = fs.lock(lock_path, holder_text(commit.tag_), true);
+  }
   if (!commit.lock_.held()) {
     std::string holder;
     try {
@@ -144,7 +156,9 @@ Commit Commit::begin(FileSystem& fs, const fs::path& target_in, BeginOptions opt
                                      (holder.empty() ? std::string("holder unknown") : holder) +
                                      "); wait for it to finish, or ask to wait (wait_for_lock)");
   }
-  recover_locked(fs, target);
+  const RecoveryReport recovered = recover_locked(fs, target);
+  for (const auto& action : recovered.actions) format::log(LogLevel::warning, "recovered " + target.string() + ": " + action);
+  for (const auto& note : recovered.left_alone) format::log(LogLevel::warning, "recovery of " + target.string() + ": " + note);
 
   const bool exists = check_target();
   if (!exists) {

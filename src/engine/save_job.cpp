@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "commit/names.hpp"
+#include "format/log.hpp"
 #include "format/manifest.hpp"
 
 #include "quicksave/error.hpp"
@@ -149,6 +150,7 @@ void SaveJob::begin_commit_and_files() {
       } catch (const Error& e) {
         if (e.code() != ErrorCode::unavailable) throw;
         env_.direct_io = false;  // this filesystem refuses O_DIRECT: buffered writes for this save
+        format::log(LogLevel::warning, std::string("O_DIRECT refused, writing through the page cache instead: ") + e.what());
       }
     }
     open(work, io::OpenOptions{.preallocate = file_bytes});
@@ -296,6 +298,13 @@ void SaveJob::finalize() {
       // Published is committed, whatever a late cancel() says.
       std::lock_guard lock(mutex_);
       finished_ = true;
+    }
+    for (const auto& warning : committed.warnings) format::log(LogLevel::warning, directory_.string() + ": " + warning);
+    if (format::log_enabled(LogLevel::info)) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted_).count();
+      format::log(LogLevel::info, "saved " + directory_.string() + " (" + to_string(result.commit_mode) + ", " +
+                                      std::to_string(result.files.size()) + " files, " + std::to_string(result.bytes_written) +
+                                      " bytes, " + result.backend + ") in " + std::to_string(seconds) + " s after save_async");
     }
     committed_promise_.set_value(std::move(result));
     mark_ready(committed_completion_);

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <memory>
@@ -97,6 +98,7 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
 
   plan::SavePlan plan_;
   std::filesystem::path directory_;
+  const std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();  // for the log's summary
   bool is_main_process_;
   JobEnvironment env_;
 

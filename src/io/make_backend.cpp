@@ -1,6 +1,7 @@
 // Chooses the I/O backend. io_uring is preferred but often blocked (Docker's default seccomp
 // profile, kernels with io_uring disabled), so an unusable ring is never fatal: the posix backend
 // takes over and the caller is told why, to report it rather than guess at slow saves.
+#include "format/log.hpp"
 #include "io/backend.hpp"
 #include "quicksave/error.hpp"
 
@@ -19,7 +20,11 @@ std::unique_ptr<IoBackend> make_backend(const BackendOptions& options, std::stri
     return make_uring_backend(options.queue_depth);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::unavailable) throw;
-    if (fallback_reason != nullptr) *fallback_reason = std::string("io_uring unavailable: ") + e.what();
+    const std::string reason = std::string("io_uring unavailable: ") + e.what();
+    if (fallback_reason != nullptr) *fallback_reason = reason;
+    // Asked for explicitly, the fallback is worth a warning; under `automatic` it is expected
+    // where io_uring is blocked (Docker's default seccomp profile).
+    format::log(options.kind == BackendKind::io_uring ? LogLevel::warning : LogLevel::info, reason + "; writing with posix pwrite");
   }
   return make_posix_backend(options.posix_threads);
 }

@@ -28,6 +28,7 @@
 
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
+#include "quicksave/log.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/save.hpp"
 #include "quicksave/torch.hpp"
@@ -517,6 +518,32 @@ std::string list_repr(const std::vector<std::string>& items) {
   return out + "]";
 }
 
+// The C++ library's log handler while Python forwards it: calls `target(level, message)` with the
+// GIL, from whichever thread logs. While the interpreter shuts down the message goes to stderr
+// instead. `target` is deliberately never released (it may be the last reference at exit, when
+// no thread may take the GIL to drop it).
+void forward_log_to(PyObject* target) {
+  set_log_handler([target](LogLevel level, std::string_view message) {
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool finalizing = Py_IsFinalizing();
+#else
+    const bool finalizing = _Py_IsFinalizing();
+#endif
+    if (!Py_IsInitialized() || finalizing) {
+      const std::string line = std::string("quicksave: ") + to_string(level) + ": " + std::string(message) + "\n";
+      std::fputs(line.c_str(), stderr);
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    try {
+      py::handle handler(target);
+      handler(to_string(level), py::str(message.data(), message.size()));
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("quicksave log forwarding");
+    }
+  });
+}
+
 }  // namespace
 }  // namespace quicksave::python
 
@@ -603,6 +630,19 @@ PYBIND11_MODULE(_quicksave, m) {
         return py::make_tuple(view.redirected, view.hidden, view.notes);
       },
       py::arg("directory"));
+  m.def(
+      "_forward_log",
+      [](const py::object& target) {
+        if (target.is_none()) {
+          set_log_handler(nullptr);
+          set_log_level(LogLevel::warning);
+          return;
+        }
+        forward_log_to(target.inc_ref().ptr());
+        set_log_level(LogLevel::debug);  // logging's own levels decide what is kept
+      },
+      py::arg("target"),
+      "Sends the C++ library's log messages to target(level_name, message); None restores stderr.");
   m.def(
       "_locate_checkpoint",
       [](const std::string& directory, bool safe, std::optional<std::string> filename_pattern) {

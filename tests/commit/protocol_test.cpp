@@ -13,6 +13,8 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "commit/checkpoint_fixture.hpp"
@@ -25,6 +27,7 @@
 #include "plan/save_plan.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
+#include "quicksave/log.hpp"
 #include "quicksave/save.hpp"
 #include "quicksave/verify.hpp"
 
@@ -483,6 +486,98 @@ TEST(Checksums, AsyncSavesPublishTheSameHashesAndFoldersWithoutAManifestStillVer
   const ChecksumReport none = verify_checksums(tmp.path() / "plain");
   EXPECT_FALSE(none.manifest_found);
   EXPECT_TRUE(none.ok());
+}
+
+// ---- what the library logs ---------------------------------------------------------------------
+
+namespace log_test {
+
+struct Captured {
+  std::mutex mutex;
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  std::promise<void> waiting;  // set on the "waiting for the save that holds" line
+  bool waiting_set = false;
+};
+
+// Installs a capturing handler for one test and restores the defaults afterwards.
+struct CaptureLog {
+  explicit CaptureLog(LogLevel level) : captured(std::make_shared<Captured>()) {
+    set_log_level(level);
+    set_log_handler([c = captured](LogLevel level, std::string_view message) {
+      std::lock_guard lock(c->mutex);
+      c->lines.emplace_back(level, std::string(message));
+      if (!c->waiting_set && message.find("waiting for the save that holds") != std::string_view::npos) {
+        c->waiting_set = true;
+        c->waiting.set_value();
+      }
+    });
+  }
+  ~CaptureLog() {
+    set_log_handler(nullptr);
+    set_log_level(LogLevel::warning);
+  }
+  std::vector<std::pair<LogLevel, std::string>> lines() {
+    std::lock_guard lock(captured->mutex);
+    return captured->lines;
+  }
+  std::shared_ptr<Captured> captured;
+};
+
+bool has_line(const std::vector<std::pair<LogLevel, std::string>>& lines, LogLevel level, const std::string& text) {
+  for (const auto& [l, m] : lines) {
+    if (l == level && m.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace log_test
+
+TEST(Log, ASaveWaitingForTheLockSaysSoThenSummarisesTheSave) {
+  log_test::CaptureLog log(LogLevel::info);
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "ckpt";
+  auto file_system = commit::make_posix_file_system();
+  std::optional<commit::Commit> held;
+  held.emplace(commit::Commit::begin(*file_system, dir, {.pattern = "model{suffix}.safetensors", .outputs = {"model.safetensors"}}));
+  std::future<void> waiting = log.captured->waiting.get_future();
+  std::thread saver([&] {
+    SaveOptions options;
+    options.wait_for_lock = true;
+    save_state_dict(SyntheticStateDict(4, 2, 100).tensors, dir, options);
+  });
+  // The save says it waits before it blocks: no timing involved.
+  waiting.wait();
+  held->abort();
+  saver.join();
+  const auto lines = log.lines();
+  EXPECT_TRUE(log_test::has_line(lines, LogLevel::info, "waiting for the save that holds " + dir.string()));
+  EXPECT_TRUE(log_test::has_line(lines, LogLevel::info, "pid=" + std::to_string(::getpid())));
+  EXPECT_EQ(checkpoint_generation(dir, 2), 4);
+
+  // The engine's save reports its summary at info.
+  Checkpointer ckpt(CheckpointerOptions{.pinned_budget_bytes = 1 << 20, .chunk_bytes = 64 * 1024});
+  ckpt.save(SyntheticStateDict(5, 2, 100).tensors, dir);
+  EXPECT_TRUE(log_test::has_line(log.lines(), LogLevel::info, "saved " + dir.string() + " ("));
+}
+
+TEST(Log, LevelsFilterAndTheDefaultHandlerComesBack) {
+  {
+    log_test::CaptureLog log(LogLevel::warning);
+    TempDir tmp;
+    Checkpointer ckpt(CheckpointerOptions{.pinned_budget_bytes = 1 << 20, .chunk_bytes = 64 * 1024});
+    ckpt.save(SyntheticStateDict(1, 2, 100).tensors, tmp.path() / "ckpt");
+    EXPECT_TRUE(log.lines().empty()) << log.lines().front().second;  // the summary is info: below the level
+    EXPECT_EQ(log_level(), LogLevel::warning);
+  }
+  // A handler that throws never fails a save.
+  set_log_level(LogLevel::debug);
+  set_log_handler([](LogLevel, std::string_view) { throw std::runtime_error("handler failure"); });
+  TempDir tmp;
+  Checkpointer ckpt(CheckpointerOptions{.pinned_budget_bytes = 1 << 20, .chunk_bytes = 64 * 1024});
+  EXPECT_NO_THROW(ckpt.save(SyntheticStateDict(1, 2, 100).tensors, tmp.path() / "ckpt"));
+  set_log_handler(nullptr);
+  set_log_level(LogLevel::warning);
+  EXPECT_STREQ(to_string(LogLevel::error), "error");
 }
 
 }  // namespace

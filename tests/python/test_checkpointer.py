@@ -215,3 +215,20 @@ def test_a_failed_save_completes_both_futures_through_the_callbacks(tmp_path):
         assert handle.staged().done()
         handle._join()
         assert handle.done()
+
+
+def test_the_cpp_library_logs_through_logging(tmp_path, caplog):
+    # Each save's summary is logged at INFO by the C++ engine, on its own thread, and arrives in
+    # logging.getLogger("quicksave").
+    with caplog.at_level("INFO", logger="quicksave"):
+        with quicksave.Checkpointer() as ckpt:
+            ckpt.save_async(state_dict(), tmp_path / "c").committed().result()
+    summaries = [r for r in caplog.records if r.name == "quicksave" and r.getMessage().startswith("saved ")]
+    assert summaries, [r.getMessage() for r in caplog.records]
+    assert summaries[0].levelname == "INFO" and str(tmp_path / "c") in summaries[0].getMessage()
+    # Below the logger's level nothing is kept.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="quicksave"):
+        with quicksave.Checkpointer() as ckpt:
+            ckpt.save_async(state_dict(), tmp_path / "d").committed().result()
+    assert not [r for r in caplog.records if r.name == "quicksave" and r.getMessage().startswith("saved ")]

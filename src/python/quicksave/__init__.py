@@ -21,6 +21,7 @@ of quicksave's own errors derive from quicksave.Error, whose `code` names the ki
 """
 
 import atexit
+import logging
 
 import torch  # noqa: F401  (loads LibTorch and torch's Python types before the extension)
 
@@ -65,8 +66,25 @@ from . import serialization
 
 __version__ = "0.1.0"
 
+# The C++ library's messages (a crashed save recovered, an io_uring or O_DIRECT fallback, a save
+# waiting for another's lock, each save's summary at INFO) go to logging.getLogger("quicksave").
+_logger = logging.getLogger("quicksave")
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _log_from_cpp(level: str, message: str) -> None:
+    number = _LOG_LEVELS.get(level, logging.WARNING)
+    if _logger.isEnabledFor(number):
+        _logger.log(number, message)
+
+
+from ._quicksave import _forward_log  # noqa: E402
+
+_forward_log(_log_from_cpp)
+
 # Saves still in flight at exit complete (their watcher threads are joined first), then every
-# engine is freed while the interpreter is still whole.
+# engine is freed while the interpreter is still whole; C++ messages after that go to stderr.
+atexit.register(_forward_log, None)
 atexit.register(_close_all)
 
 __all__ = [
