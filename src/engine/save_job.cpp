@@ -129,16 +129,17 @@ void SaveJob::begin_commit_and_files() {
   chunks_to_stage_ = work_chunks().size();
   {
     std::lock_guard lock(mutex_);
-    files_.assign(plan_.files.size(), io::FileHandle{});
+    files_.clear();
+    files_.resize(plan_.files.size());
   }
   for (const auto& work : assignment.files) {
     // Another process writes parts of a shared file at unaligned offsets: no O_DIRECT then.
     if (!work.owner) env_.direct_io = false;
   }
   const auto open = [&](const Assignment::File& work, const io::OpenOptions& options) {
-    const io::FileHandle handle = env_.io->create(coordinator_->staging_path(plan_.files[work.file].filename), options);
+    io::ScopedFile file = env_.io->create_scoped(coordinator_->staging_path(plan_.files[work.file].filename), options);
     std::lock_guard lock(mutex_);
-    files_[work.file] = handle;
+    files_[work.file] = std::move(file);
   };
   for (const auto& work : assignment.files) {
     if (!work.owner) continue;
@@ -193,7 +194,7 @@ void SaveJob::on_staged(std::size_t chunk_index, LeasePtr lease, std::exception_
     std::lock_guard lock(mutex_);
     stop = failed_;
     if (!stop && --chunks_to_stage_ == 0 && !staged_set_) all_staged = staged_set_ = true;
-    file = files_[chunk.file];
+    file = files_[chunk.file].get();
   }
   if (stop) {
     operation_done();
@@ -239,7 +240,7 @@ void SaveJob::on_written(std::size_t chunk_index, std::exception_ptr error) {
   {
     std::lock_guard lock(mutex_);
     if (!failed_) file_done = --chunks_left_in_file_[chunk.file] == 0;
-    file = files_[chunk.file];
+    file = files_[chunk.file].get();
   }
   if (!env_.direct_io && env_.fsync) env_.io->start_writeback(file, chunk.file_offset, chunk.length);
   if (file_done) finish_file(chunk.file);
@@ -247,20 +248,16 @@ void SaveJob::on_written(std::size_t chunk_index, std::exception_ptr error) {
 }
 
 void SaveJob::finish_file(std::size_t file_index) {
-  io::FileHandle file;
+  io::ScopedFile file;  // this file's last user: closed here on every path
   {
     std::lock_guard lock(mutex_);
-    file = files_[file_index];
+    file = std::move(files_[file_index]);
   }
   try {
     const std::uint64_t size = plan_.files[file_index].file_bytes;
-    if (env_.direct_io && size % env_.io->direct_alignment() != 0) env_.io->truncate(file, size);
-    if (env_.fsync) env_.io->sync(file);
-    {
-      std::lock_guard lock(mutex_);
-      files_[file_index] = io::FileHandle{};
-    }
-    env_.io->close(file);
+    if (env_.direct_io && size % env_.io->direct_alignment() != 0) env_.io->truncate(file.get(), size);
+    if (env_.fsync) env_.io->sync(file.get());
+    file.close();
   } catch (...) {
     fail(std::current_exception());
     return;
@@ -346,14 +343,7 @@ void SaveJob::operation_done() {
 }
 
 void SaveJob::finish_failed() {
-  for (const auto& file : files_) {
-    if (!file) continue;  // not assigned to this process, or already closed
-    try {
-      env_.io->close(file);
-    } catch (...) {
-    }
-  }
-  files_.clear();
+  files_.clear();  // closes what is still open (errors ignored: this save has failed already)
   coordinator_->abort(error_);  // temporaries removed, the previous checkpoint untouched
   bool set_staged = false;
   {

@@ -106,7 +106,7 @@ class SaveJob : public std::enable_shared_from_this<SaveJob> {
 
   std::unique_ptr<SaveCoordinator> coordinator_;
   std::optional<ChecksumRecorder> checksums_;  // set in begin_commit_and_files when the manifest is published
-  std::vector<io::FileHandle> files_;  // indexed like plan_.files; open only for assigned files
+  std::vector<io::ScopedFile> files_;  // indexed like plan_.files; open only for assigned files, until finish_file
   std::vector<std::size_t> chunks_left_in_file_;  // guarded by mutex_
   std::size_t files_left_ = 0;                    // guarded by mutex_
   std::size_t chunks_to_stage_ = 0;               // guarded by mutex_

@@ -17,51 +17,12 @@ using io::IoBackend;
 using io::OpenOptions;
 namespace {
 
-constexpr std::size_t kMaxWriteBytes = 64ull << 20;
 constexpr std::size_t kBounceBytes = 8ull << 20;
-
-void write_blocking(IoBackend& io, FileHandle file, std::uint64_t offset, const std::byte* data, std::size_t length) {
-  while (length > 0) {
-    const std::size_t n = std::min(length, kMaxWriteBytes);
-    std::promise<void> done;
-    io.write(file, offset, data, n, [&done](std::exception_ptr error) {
-      if (error) done.set_exception(error);
-      else done.set_value();
-    });
-    done.get_future().get();
-    offset += n;
-    data += n;
-    length -= n;
-  }
-}
-
-// Closes the file on every path out of the scope.
-class OpenFile {
- public:
-  OpenFile(IoBackend& io, FileHandle handle) : io_(io), handle_(handle) {}
-  ~OpenFile() {
-    if (handle_) {
-      try {
-        io_.close(handle_);
-      } catch (...) {
-      }
-    }
-  }
-  FileHandle get() const { return handle_; }
-  void close() {
-    io_.close(handle_);
-    handle_ = FileHandle{};
-  }
-
- private:
-  IoBackend& io_;
-  FileHandle handle_;
-};
 
 void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const std::filesystem::path& path, IoBackend& io,
                 const HostFetcher& fetch_to_host, TensorChecksums* checksums) {
-  OpenFile out(io, io.create(path, OpenOptions{.preallocate = file.file_bytes}));
-  write_blocking(io, out.get(), 0, reinterpret_cast<const std::byte*>(file.header.data()), file.header.size());
+  io::ScopedFile out = io.create_scoped(path, OpenOptions{.preallocate = file.file_bytes});
+  io::write_blocking(io, out.get(), 0, reinterpret_cast<const std::byte*>(file.header.data()), file.header.size());
   std::unique_ptr<std::byte[]> bounce;
   for (const auto& planned : file.tensors) {
     if (planned.nbytes == 0) continue;
@@ -78,14 +39,14 @@ void write_file(const plan::SavePlan& plan, const plan::PlannedFile& file, const
     const TensorRef& tensor = *source;
     if (checksums) checksums->record(planned.source, tensor);
     if (tensor.is_contiguous()) {
-      write_blocking(io, out.get(), planned.file_offset, static_cast<const std::byte*>(tensor.data), planned.nbytes);
+      io::write_blocking(io, out.get(), planned.file_offset, static_cast<const std::byte*>(tensor.data), planned.nbytes);
       continue;
     }
     if (!bounce) bounce = std::make_unique<std::byte[]>(kBounceBytes);
     for (std::uint64_t done = 0; done < planned.nbytes; done += kBounceBytes) {
       const std::uint64_t n = std::min<std::uint64_t>(kBounceBytes, planned.nbytes - done);
       stage::copy_segment(tensor, done, n, bounce.get());
-      write_blocking(io, out.get(), planned.file_offset + done, bounce.get(), n);
+      io::write_blocking(io, out.get(), planned.file_offset + done, bounce.get(), n);
     }
   }
   io.sync(out.get());

@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace quicksave::io {
 
@@ -32,10 +33,43 @@ struct OpenOptions {
   bool truncate = true;           // false: keep what the file holds (several writers fill one file)
 };
 
-// An open file. Owned by the backend that opened it; close() it exactly once.
+// An open file's id in the backend that opened it. Callers hold it in a ScopedFile (below),
+// which closes it exactly once.
 struct FileHandle {
   int id = -1;
   explicit operator bool() const { return id >= 0; }
+};
+
+class IoBackend;
+
+// Owns an open file of a backend: move-only, closed when destroyed (errors then ignored: the
+// path of a failed save) or by close(), which reports them (the path of a good one).
+class ScopedFile {
+ public:
+  ScopedFile() = default;
+  ScopedFile(IoBackend& io, FileHandle handle) : io_(&io), handle_(handle) {}
+  ScopedFile(ScopedFile&& other) noexcept : io_(other.io_), handle_(std::exchange(other.handle_, FileHandle{})) {}
+  ScopedFile& operator=(ScopedFile&& other) noexcept {
+    if (this != &other) {
+      reset();
+      io_ = other.io_;
+      handle_ = std::exchange(other.handle_, FileHandle{});
+    }
+    return *this;
+  }
+  ScopedFile(const ScopedFile&) = delete;
+  ScopedFile& operator=(const ScopedFile&) = delete;
+  ~ScopedFile() { reset(); }
+
+  FileHandle get() const { return handle_; }
+  explicit operator bool() const { return static_cast<bool>(handle_); }
+  // Closes now; throws what the backend's close() throws (the handle is released either way).
+  void close();
+
+ private:
+  void reset() noexcept;
+  IoBackend* io_ = nullptr;
+  FileHandle handle_;
 };
 
 // What a backend has done so far, for tests and benchmarks (a snapshot; counters only grow,
@@ -66,6 +100,8 @@ class IoBackend {
 
   // Creates (truncating) a file for writing.
   virtual FileHandle create(const fs::path& path, const OpenOptions& options) = 0;
+  // create(), owned: the file is closed when the result goes.
+  ScopedFile create_scoped(const fs::path& path, const OpenOptions& options) { return ScopedFile(*this, create(path, options)); }
   // Queues a write of `length` bytes from `buffer` at `offset`. `buffer` must stay valid until
   // `done` runs. Short writes are continued internally; `done` sees the whole write or an error.
   // `done` must not throw, and may itself call write() (never drain(): that would wait for itself).
@@ -87,6 +123,10 @@ class IoBackend {
 
   virtual BackendStats stats() const { return {}; }
 };
+
+// Writes `length` bytes and waits for them (pieces of at most 64 MiB): for writers that have
+// nothing else to do meanwhile (the synchronous writer, the pickle writer).
+void write_blocking(IoBackend& io, FileHandle file, std::uint64_t offset, const std::byte* data, std::size_t length);
 
 enum class BackendKind { automatic, io_uring, posix };
 

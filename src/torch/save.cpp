@@ -45,27 +45,17 @@ std::uint64_t write_pickle_archive(const c10::Dict<std::string, torch::Tensor>& 
   pickler.pushIValue(c10::IValue(dict));
   pickler.stop();
 
-  const io::FileHandle file = io.create(path, io::OpenOptions{});
+  io::ScopedFile file = io.create_scoped(path, io::OpenOptions{});
   std::uint64_t offset = 0;
-  try {
-    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, std::size_t n) -> std::size_t {
-      std::promise<void> done;
-      io.write(file, offset, static_cast<const std::byte*>(data), n, [&done](std::exception_ptr error) {
-        if (error) done.set_exception(error);
-        else done.set_value();
-      });
-      done.get_future().get();
-      offset += n;
-      return n;
-    });
-    torch::jit::writeArchiveAndTensors("data", pickle_bytes.data(), pickle_bytes.size(), pickler.tensorData(), writer);
-    writer.writeEndOfFile();
-    io.sync(file);
-  } catch (...) {
-    io.close(file);
-    throw;
-  }
-  io.close(file);
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, std::size_t n) -> std::size_t {
+    io::write_blocking(io, file.get(), offset, static_cast<const std::byte*>(data), n);
+    offset += n;
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickle_bytes.data(), pickle_bytes.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  io.sync(file.get());
+  file.close();
   return offset;
 }
 
