@@ -26,7 +26,7 @@ THIRD_PARTY = {
     "pybind11/": {"src/python"},
     "cuda_runtime": {"src/stage", "kernels", "src/torch"},
     "cuda.h": {"src/stage", "kernels"},
-    "dlpack/": {"src/plan", "src/torch", "include/quicksave/dlpack.hpp"},
+    "dlpack/": {"src/dlpack", "src/torch", "include/quicksave/dlpack.hpp"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 DECLARATION = re.compile(r"quicksave_(module|layer)\(\s*([a-z_]+)([^)]*)\)", re.S)

@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "io/posix_ops.hpp"
+#include "io/regular_file.hpp"
 #include "quicksave/error.hpp"
 
 namespace quicksave::commit {
@@ -87,39 +89,16 @@ class PosixFileSystem final : public FileSystem {
   }
 
   std::string read_small_file(const fs::path& path, std::size_t max_bytes) override {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a protocol file is never
-    // a symlink, and following one could read anything on the machine.
-    int fd;
-    do {
-      fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-      const int e = errno;
-      if (e == ELOOP) throw Error(ErrorCode::corrupt, "open: " + path.string() + " is a symbolic link");
-      throw io_error("open", e, "file=" + path.string());
+    // Never a symbolic link (following one could read anything on the machine), never a FIFO or
+    // device: what is not a small regular file is a corrupt protocol file here.
+    std::optional<io::RegularFile> file;
+    try {
+      file.emplace(io::RegularFile::open(path, io::Symlinks::refuse));
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::invalid_argument) throw Error(ErrorCode::corrupt, e.what());
+      throw;
     }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      throw io_error("fstat", e, "file=" + path.string());
-    }
-    if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) > max_bytes) {
-      ::close(fd);
-      throw Error(ErrorCode::corrupt, path.string() + (S_ISREG(st.st_mode) ? " is larger than " + std::to_string(max_bytes) + " bytes"
-                                                                            : " is not a regular file"));
-    }
-    std::string text(static_cast<std::size_t>(st.st_size), '\0');
-    std::size_t got = 0;
-    while (got < text.size()) {
-      const ssize_t n = ::pread(fd, text.data() + got, text.size() - got, static_cast<off_t>(got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    text.resize(got);
-    return text;
+    return file->read_all(max_bytes, "protocol file");
   }
 
   std::vector<DirEntry> list(const fs::path& dir) override {

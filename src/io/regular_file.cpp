@@ -25,11 +25,16 @@ const char* file_type_name(unsigned mode) {
   }
 }
 
-RegularFile RegularFile::open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+RegularFile RegularFile::open(const std::filesystem::path& path, Symlinks symlinks) {
+  const int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (symlinks == Symlinks::refuse ? O_NOFOLLOW : 0);
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags);
+  } while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) throw Error(ErrorCode::not_found, "No such file or directory: " + path.string(), err);
+    if (err == ELOOP && symlinks == Symlinks::refuse) throw Error(ErrorCode::corrupt, "open: " + path.string() + " is a symbolic link", err);
     throw io_error("open", err, "file=" + path.string());
   }
   struct stat st {};

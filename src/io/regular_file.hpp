@@ -9,14 +9,20 @@
 
 namespace quicksave::io {
 
+// Whether the last component of the path may be a symbolic link.
+enum class Symlinks {
+  follow,  // checkpoint files: a folder of links to the real shards is a normal layout
+  refuse,  // the commit protocol's own files (O_NOFOLLOW): following one could read anything
+};
+
 // A read-only descriptor on a regular file, closed on destruction.
 class RegularFile {
  public:
   // open(O_RDONLY | O_NONBLOCK | O_CLOEXEC) — O_NONBLOCK so that opening a FIFO returns at once —
   // then fstat: anything but a regular file (FIFO, socket, device, directory) is refused with
-  // Error(invalid_argument) naming what it is. A missing file is Error(not_found), other open
-  // failures Error(io).
-  static RegularFile open(const std::filesystem::path& path);
+  // Error(invalid_argument) naming what it is. A missing file is Error(not_found), a refused
+  // symbolic link Error(corrupt), other open failures Error(io).
+  static RegularFile open(const std::filesystem::path& path, Symlinks symlinks = Symlinks::follow);
 
   RegularFile(RegularFile&& other) noexcept;
   RegularFile& operator=(RegularFile&& other) noexcept;

@@ -1,4 +1,4 @@
-// DLPack → TensorRef and the TensorFlow-style splitter (huggingface_hub v0.36.2 _tensorflow.py).
+// The DLPack adapter: DLPack → TensorRef, and the TensorFlow-style splitter (huggingface_hub v0.36.2 _tensorflow.py).
 #include "format/text.hpp"
 #include "quicksave/dlpack.hpp"
 #include "quicksave/error.hpp"
