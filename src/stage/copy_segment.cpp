@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "plan/tensor_view_check.hpp"
 #include "stage/copy_segment.hpp"
 #include "quicksave/error.hpp"
 
@@ -218,71 +219,22 @@ void gather_elements(const std::byte* base, const Layout& layout, std::size_t el
   if (count != 0) copy_run(base + row, col_stride, element_bytes, count, out);
 }
 
-// Bytes from `data` to the end of the furthest element the view can reach; throws on overflow.
-std::uint64_t reach_bytes(const TensorRef& t, std::size_t element_bytes) {
-  std::uint64_t last = 0;  // element offset of the last element
-  for (std::size_t i = 0; i < t.shape.size(); ++i) {
-    std::uint64_t step = 0;
-    if (__builtin_mul_overflow(static_cast<std::uint64_t>(t.shape[i] - 1), static_cast<std::uint64_t>(t.strides[i]),
-                               &step) ||
-        __builtin_add_overflow(last, step, &last)) {
-      fail(t, "has strides whose extent overflows");
-    }
-  }
-  std::uint64_t bytes = 0;
-  if (__builtin_mul_overflow(last, static_cast<std::uint64_t>(element_bytes), &bytes) ||
-      __builtin_add_overflow(bytes, static_cast<std::uint64_t>(element_bytes), &bytes)) {
-    fail(t, "has strides whose extent overflows");
-  }
-  return bytes;
-}
-
 }  // namespace
 
 void copy_segment(const TensorRef& t, std::uint64_t source_offset, std::uint64_t length, std::byte* dst) {
   if (length == 0) return;
   if (t.device.kind != DeviceKind::cpu) fail(t, "is on " + t.device.str() + "; copy_segment reads host memory only");
-  for (const std::int64_t size : t.shape) {
-    if (size < 0) fail(t, "has a negative dimension (" + std::to_string(size) + ")");
-  }
-  const bool strided = !t.strides.empty();
-  if (strided) {
-    if (t.strides.size() != t.shape.size()) {
-      fail(t, "has " + std::to_string(t.strides.size()) + " strides for " + std::to_string(t.shape.size()) +
-                  " dimensions");
-    }
-    for (const std::int64_t stride : t.strides) {
-      if (stride < 0) fail(t, "has a negative stride (" + std::to_string(stride) + ")");
-    }
-  }
-  const std::uint64_t nbytes = t.nbytes();
+  // The view's geometry, checked once for every copier (plan/tensor_view_check.hpp).
+  const plan::ViewExtent extent = plan::check_view(t, "copy_segment");
+  const std::uint64_t nbytes = extent.nbytes;
   std::uint64_t end = 0;
   if (__builtin_add_overflow(source_offset, length, &end) || end > nbytes) {
     fail(t, "has " + std::to_string(nbytes) + " bytes; cannot copy bytes [" + std::to_string(source_offset) + ", " +
                 std::to_string(source_offset) + "+" + std::to_string(length) + ")");
   }
-  if (t.data == nullptr) fail(t, "has no data pointer");
   if (dst == nullptr) fail(t, "was given a null destination");
-
-  const int bits = dtype_bits(t.dtype);
-  const bool contiguous = !strided || t.is_contiguous();
-  if (!contiguous && bits < 8) {
-    fail(t, "is a strided view of a sub-byte dtype (" + std::string(dtype_name(t.dtype)) +
-                "); such tensors must be contiguous");
-  }
-  const auto element_bytes = static_cast<std::size_t>(bits / 8);
-  // A strided view must stay inside the storage it claims to view: a malformed TensorRef (from
-  // DLPack, say) must not make a save read foreign memory.
-  const std::uint64_t reach = contiguous ? nbytes : reach_bytes(t, element_bytes);
-  if (t.storage_base != nullptr) {
-    const auto data = reinterpret_cast<std::uintptr_t>(t.data);
-    const auto base = reinterpret_cast<std::uintptr_t>(t.storage_base);
-    if (data < base || data - base > t.storage_nbytes || reach > t.storage_nbytes - (data - base)) {
-      fail(t, "reaches " + std::to_string(reach) + " bytes from storage offset " +
-                  std::to_string(static_cast<std::int64_t>(data - base)) + ", beyond its storage of " +
-                  std::to_string(t.storage_nbytes) + " bytes");
-    }
-  }
+  const bool contiguous = extent.contiguous;
+  const auto element_bytes = static_cast<std::size_t>(dtype_bits(t.dtype) / 8);
 
   const auto* base = static_cast<const std::byte*>(t.data);
   if (contiguous) {

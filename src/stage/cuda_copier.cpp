@@ -12,6 +12,7 @@
 // calls are made only there and in destructors, never inside stream callbacks. A stream is used
 // by one chunk at a time while it enqueues (its scratch buffer is shared by the chunks queued on
 // it, which stream order keeps apart).
+#include "plan/tensor_view_check.hpp"
 #include "stage/copy_segment.hpp"
 #include "stage/cuda_copier.hpp"
 
@@ -83,24 +84,6 @@ std::string chunk_context(const plan::Chunk& chunk) {
   throw Error(ErrorCode::invalid_argument, "CUDA copier: tensor '" + t.name + "' " + what);
 }
 
-// Bytes from `data` to the end of the furthest element a strided view reaches (0 when empty).
-std::uint64_t reach_bytes(const TensorRef& t, std::uint64_t element_bytes) {
-  std::uint64_t last = 0;
-  for (std::size_t i = 0; i < t.shape.size(); ++i) {
-    if (t.shape[i] == 0) return 0;
-    std::uint64_t step = 0;
-    if (__builtin_mul_overflow(static_cast<std::uint64_t>(t.shape[i] - 1), static_cast<std::uint64_t>(t.strides[i]), &step) ||
-        __builtin_add_overflow(last, step, &last)) {
-      bad_tensor(t, "has strides whose extent overflows");
-    }
-  }
-  std::uint64_t bytes = 0;
-  if (__builtin_mul_overflow(last, element_bytes, &bytes) || __builtin_add_overflow(bytes, element_bytes, &bytes)) {
-    bad_tensor(t, "has strides whose extent overflows");
-  }
-  return bytes;
-}
-
 // Everything about a CUDA tensor that can be checked before its bytes are read: the device
 // ordinal, sizes and strides, that a strided view stays inside its storage and is packable, and
 // (`check_pointer`) that its memory really is on that device, so that a mislabelled TensorRef
@@ -110,39 +93,13 @@ void check_device_tensor(const TensorRef& t, int device_count, bool check_pointe
   if (device < 0 || device >= device_count) {
     bad_tensor(t, "is on " + t.device.str() + ", but this process sees " + std::to_string(device_count) + " CUDA device(s)");
   }
-  for (const std::int64_t size : t.shape) {
-    if (size < 0) bad_tensor(t, "has a negative dimension (" + std::to_string(size) + ")");
-  }
-  const bool contiguous = t.is_contiguous();
-  if (!t.strides.empty()) {
-    if (t.strides.size() != t.shape.size()) {
-      bad_tensor(t, "has " + std::to_string(t.strides.size()) + " strides for " + std::to_string(t.shape.size()) + " dimensions");
-    }
-    for (const std::int64_t stride : t.strides) {
-      if (stride < 0) bad_tensor(t, "has a negative stride (" + std::to_string(stride) + ")");
-    }
-  }
-  const std::uint64_t nbytes = t.nbytes();
-  if (nbytes == 0) return;
-  if (t.data == nullptr) bad_tensor(t, "has no data pointer");
-  std::uint64_t reach = nbytes;
-  if (!contiguous) {
-    const int bits = dtype_bits(t.dtype);
-    if (bits % 8 != 0) {
-      bad_tensor(t, "is a strided view of a sub-byte dtype (" + std::string(dtype_name(t.dtype)) + "); such tensors must be contiguous");
-    }
+  // The view's geometry (plan/tensor_view_check.hpp), shared with the host gather.
+  const plan::ViewExtent extent = plan::check_view(t, "CUDA copier");
+  if (extent.nbytes == 0) return;
+  if (!extent.contiguous) {
     // Throws for more than 8 dimensions left after merging, or an element size the kernel lacks.
-    (void)kernels::make_strided_view(t.data, t.shape.size(), t.shape.data(), t.strides.empty() ? nullptr : t.strides.data(), bits / 8);
-    reach = reach_bytes(t, static_cast<std::uint64_t>(bits / 8));
-  }
-  if (t.storage_base != nullptr) {
-    const auto data = reinterpret_cast<std::uintptr_t>(t.data);
-    const auto base = reinterpret_cast<std::uintptr_t>(t.storage_base);
-    if (data < base || data - base > t.storage_nbytes || reach > t.storage_nbytes - (data - base)) {
-      bad_tensor(t, "reaches " + std::to_string(reach) + " bytes from storage offset " +
-                        std::to_string(static_cast<std::int64_t>(data - base)) + ", beyond its storage of " +
-                        std::to_string(t.storage_nbytes) + " bytes");
-    }
+    (void)kernels::make_strided_view(t.data, t.shape.size(), t.shape.data(), t.strides.empty() ? nullptr : t.strides.data(),
+                                     dtype_bits(t.dtype) / 8);
   }
   if (check_pointer) {
     cudaPointerAttributes attributes{};
