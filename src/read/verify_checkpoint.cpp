@@ -109,55 +109,64 @@ void check_total_size(const ShardIndex& index, std::uint64_t data_bytes, bool al
   }
 }
 
-}  // namespace
+// What the steps share: where the checkpoint's files are and what was opened of them.
+struct Checkpoint {
+  CheckpointLocation location;
+  std::optional<ShardIndex> index;
+  std::vector<std::string> shard_names;  // in the order the index first mentions them
+  std::vector<std::optional<SafetensorsFile>> opened;  // like shard_names; empty when it could not be opened
+};
 
-VerifyReport verify_checkpoint(const fs::path& path, const VerifyOptions& options) {
-  VerifyReport report;
-  report.path = path;
-  // 1. interrupted saves
+// 1. Interrupted saves: leftovers of a crash are problems, those of a save in progress warnings.
+void report_interrupted_saves(const fs::path& path, VerifyReport& report) {
   const std::vector<read::Leftover> leftovers = read::find_leftovers(checkpoint_folder(path));
   for (const auto& l : leftovers) report.leftovers.push_back({l.path, commit::to_string(l.kind), l.tag, l.save_in_progress});
   for (const auto& save : read::describe_leftovers(leftovers)) {
     (save.save_in_progress ? report.warnings : report.problems).push_back("interrupted " + save.description);
   }
-  // 2. the checkpoint's files
-  CheckpointLocation location;
+}
+
+// 2-3. The checkpoint's files and its index (schema, shard list); nullopt when there is nothing to
+// check further.
+std::optional<Checkpoint> find_files(const fs::path& path, VerifyReport& report) {
+  Checkpoint c;
   try {
-    location = read::find_checkpoint(path);
+    c.location = read::find_checkpoint(path);
   } catch (const Error& e) {
     report.problems.push_back(e.what());
-    return report;
+    return std::nullopt;
   }
-  std::optional<ShardIndex> index;
-  std::vector<std::string> shard_names;  // in the order the index first mentions them
-  if (location.index_file) {
+  if (c.location.index_file) {
     report.kind = "sharded";
-    report.index = location.index_file->filename().string();
+    report.index = c.location.index_file->filename().string();
     try {
-      index = read_index_file(*location.index_file);
+      c.index = read_index_file(*c.location.index_file);
     } catch (const Error& e) {
       report.problems.push_back(std::string("index ") + *report.index + ": " + e.what());
-      return report;
+      return std::nullopt;
     }
     std::set<std::string> seen;
-    for (const auto& [tensor, shard] : index->weight_map) {
-      if (seen.insert(shard).second) shard_names.push_back(shard);
+    for (const auto& [tensor, shard] : c.index->weight_map) {
+      if (seen.insert(shard).second) c.shard_names.push_back(shard);
     }
-    if (index->weight_map.empty()) report.problems.push_back("index " + *report.index + ": weight_map is empty");
+    if (c.index->weight_map.empty()) report.problems.push_back("index " + *report.index + ": weight_map is empty");
   } else {
     report.kind = "single";
-    shard_names.push_back(location.single_file->filename().string());
+    c.shard_names.push_back(c.location.single_file->filename().string());
   }
+  return c;
+}
 
-  // 3-4. every file: name, header, bytes
-  std::vector<std::optional<SafetensorsFile>> opened(shard_names.size());
+// 4a. Every file's name and header (SafetensorsFile::open's rules); returns the bytes to read.
+std::uint64_t open_files(Checkpoint& c, VerifyReport& report) {
+  c.opened.assign(c.shard_names.size(), std::nullopt);
   std::uint64_t total_file_bytes = 0;
-  for (std::size_t i = 0; i < shard_names.size(); ++i) {
-    const std::string& name = shard_names[i];
+  for (std::size_t i = 0; i < c.shard_names.size(); ++i) {
+    const std::string& name = c.shard_names[i];
     VerifiedFile file{.name = name};
-    if (index) {
+    if (c.index) {
       try {
-        validate_shard_filename(name, location.pattern, *report.index);
+        validate_shard_filename(name, c.location.pattern, *report.index);
       } catch (const Error& e) {
         report.problems.push_back(e.what());
         file.status = "not checked";
@@ -166,94 +175,116 @@ VerifyReport verify_checkpoint(const fs::path& path, const VerifyOptions& option
       }
     }
     try {
-      opened[i] = SafetensorsFile::open(location.directory / name);
-      file.bytes = opened[i]->file_size();
-      file.tensors = opened[i]->header().tensors.size();
+      c.opened[i] = SafetensorsFile::open(c.location.directory / name);
+      file.bytes = c.opened[i]->file_size();
+      file.tensors = c.opened[i]->header().tensors.size();
       total_file_bytes += file.bytes;
     } catch (const Error& e) {
       if (e.code() == ErrorCode::not_found) {
         file.status = "missing";
         std::size_t mentions = 0;
-        if (index) {
-          for (const auto& [tensor, shard] : index->weight_map) mentions += shard == name;
+        if (c.index) {
+          for (const auto& [tensor, shard] : c.index->weight_map) mentions += shard == name;
         }
-        report.problems.push_back("missing shard " + name + (index ? " (the index maps " + std::to_string(mentions) + " tensors to it)" : ""));
+        report.problems.push_back("missing shard " + name + (c.index ? " (the index maps " + std::to_string(mentions) + " tensors to it)" : ""));
       } else {
         file.status = e.code() == ErrorCode::io ? "unreadable" : "invalid";
         std::error_code ec;
-        file.bytes = fs::file_size(location.directory / name, ec);
+        file.bytes = fs::file_size(c.location.directory / name, ec);
         report.problems.push_back(e.what());
       }
     }
     report.files.push_back(std::move(file));
   }
-  {
-    for (std::size_t i = 0; i < shard_names.size(); ++i) {
-      if (!opened[i]) continue;
-      auto digest = checksum_file(opened[i]->path(), opened[i]->file_size(), options, total_file_bytes, report.bytes_read);
-      if (auto* problem = std::get_if<std::string>(&digest)) {
-        report.files[i].status = "unreadable";
-        report.problems.push_back(*problem);
-      } else {
-        report.files[i].xxh64 = std::get<std::uint64_t>(digest);
-      }
-    }
-  }
-  for (std::size_t i = 0; i < shard_names.size(); ++i) {
-    if (!opened[i]) continue;
-    report.tensors += opened[i]->header().tensors.size();
-    report.data_bytes += opened[i]->header().data_bytes();
-  }
+  return total_file_bytes;
+}
 
-  // 5. index ↔ shards
-  if (index) {
-    std::map<std::string, std::size_t> shard_position;
-    for (std::size_t i = 0; i < shard_names.size(); ++i) shard_position[shard_names[i]] = i;
-    std::map<std::string, std::string> mapped(index->weight_map.begin(), index->weight_map.end());
-    for (const auto& [tensor, shard] : index->weight_map) {
-      const auto& file = opened[shard_position[shard]];
-      if (file && file->find(tensor) == nullptr) {
-        report.problems.push_back("tensor `" + tensor + "`: the index maps it to " + shard + ", which has no tensor of that name");
-      }
+// 4b. Every byte of every opened file, with its XXH64.
+void read_files(const Checkpoint& c, const VerifyOptions& options, std::uint64_t total_file_bytes, VerifyReport& report) {
+  for (std::size_t i = 0; i < c.shard_names.size(); ++i) {
+    if (!c.opened[i]) continue;
+    auto digest = checksum_file(c.opened[i]->path(), c.opened[i]->file_size(), options, total_file_bytes, report.bytes_read);
+    if (auto* problem = std::get_if<std::string>(&digest)) {
+      report.files[i].status = "unreadable";
+      report.problems.push_back(*problem);
+    } else {
+      report.files[i].xxh64 = std::get<std::uint64_t>(digest);
     }
-    std::map<std::string, std::string> found_in;  // tensor → first shard holding it
-    for (std::size_t i = 0; i < shard_names.size(); ++i) {
-      if (!opened[i]) continue;
-      for (const auto& t : opened[i]->header().tensors) {
-        const auto [it, first] = found_in.emplace(t.name, shard_names[i]);
-        if (!first) {
-          report.problems.push_back("tensor `" + t.name + "` appears in both " + it->second + " and " + shard_names[i]);
-          continue;
-        }
-        const auto m = mapped.find(t.name);
-        if (m == mapped.end()) {
-          report.problems.push_back("tensor `" + t.name + "` in " + shard_names[i] + " is not in the index's weight_map");
-        } else if (m->second != shard_names[i]) {
-          report.problems.push_back("tensor `" + t.name + "` is in " + shard_names[i] + " but the index maps it to " + m->second);
-        }
-      }
+  }
+  for (std::size_t i = 0; i < c.shard_names.size(); ++i) {
+    if (!c.opened[i]) continue;
+    report.tensors += c.opened[i]->header().tensors.size();
+    report.data_bytes += c.opened[i]->header().data_bytes();
+  }
+}
+
+// 5. Index <-> shards: every entry in its shard, every shard tensor in the index under that
+// shard, no tensor twice, total_size, no stray shard of the pattern.
+void check_index_against_shards(const Checkpoint& c, VerifyReport& report) {
+  if (!c.index) return;
+  std::map<std::string, std::size_t> shard_position;
+  for (std::size_t i = 0; i < c.shard_names.size(); ++i) shard_position[c.shard_names[i]] = i;
+  std::map<std::string, std::string> mapped(c.index->weight_map.begin(), c.index->weight_map.end());
+  for (const auto& [tensor, shard] : c.index->weight_map) {
+    const auto& file = c.opened[shard_position[shard]];
+    if (file && file->find(tensor) == nullptr) {
+      report.problems.push_back("tensor `" + tensor + "`: the index maps it to " + shard + ", which has no tensor of that name");
     }
-    const bool all_read = std::all_of(report.files.begin(), report.files.end(), [](const auto& f) { return f.xxh64.has_value(); });
-    check_total_size(*index, report.data_bytes, all_read, report);
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(location.directory, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name != *report.index && commit::is_pattern_output(name, location.pattern) && !shard_position.contains(name)) {
-        report.warnings.push_back("stray file " + name + " matches the shard pattern but the index does not use it");
+  }
+  std::map<std::string, std::string> found_in;  // tensor → first shard holding it
+  for (std::size_t i = 0; i < c.shard_names.size(); ++i) {
+    if (!c.opened[i]) continue;
+    for (const auto& t : c.opened[i]->header().tensors) {
+      const auto [it, first] = found_in.emplace(t.name, c.shard_names[i]);
+      if (!first) {
+        report.problems.push_back("tensor `" + t.name + "` appears in both " + it->second + " and " + c.shard_names[i]);
+        continue;
+      }
+      const auto m = mapped.find(t.name);
+      if (m == mapped.end()) {
+        report.problems.push_back("tensor `" + t.name + "` in " + c.shard_names[i] + " is not in the index's weight_map");
+      } else if (m->second != c.shard_names[i]) {
+        report.problems.push_back("tensor `" + t.name + "` is in " + c.shard_names[i] + " but the index maps it to " + m->second);
       }
     }
   }
-  // 6. content: every tensor's bytes against quicksave's checksum manifest (as loads read the folder)
-  if (report.problems.empty()) {
-    try {
-      const ChecksumReport sums = verify_checksums(location.directory, location.pattern);
-      report.manifest_found = sums.manifest_found;
-      report.checksummed_tensors = sums.tensors_checked;
-      for (const auto& m : sums.mismatches) report.problems.push_back("checksum: " + m.what);
-    } catch (const Error& e) {
-      report.problems.push_back(std::string("checksum: ") + e.what());
+  const bool all_read = std::all_of(report.files.begin(), report.files.end(), [](const auto& f) { return f.xxh64.has_value(); });
+  check_total_size(*c.index, report.data_bytes, all_read, report);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(c.location.directory, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name != *report.index && commit::is_pattern_output(name, c.location.pattern) && !shard_position.contains(name)) {
+      report.warnings.push_back("stray file " + name + " matches the shard pattern but the index does not use it");
     }
   }
+}
+
+// 6. Content: every tensor's bytes against quicksave's checksum manifest (as loads read the
+// folder), once everything else is sound.
+void check_manifest(const Checkpoint& c, VerifyReport& report) {
+  if (!report.problems.empty()) return;
+  try {
+    const ChecksumReport sums = verify_checksums(c.location.directory, c.location.pattern);
+    report.manifest_found = sums.manifest_found;
+    report.checksummed_tensors = sums.tensors_checked;
+    for (const auto& m : sums.mismatches) report.problems.push_back("checksum: " + m.what);
+  } catch (const Error& e) {
+    report.problems.push_back(std::string("checksum: ") + e.what());
+  }
+}
+
+}  // namespace
+
+VerifyReport verify_checkpoint(const fs::path& path, const VerifyOptions& options) {
+  VerifyReport report;
+  report.path = path;
+  report_interrupted_saves(path, report);
+  std::optional<Checkpoint> checkpoint = find_files(path, report);
+  if (!checkpoint) return report;
+  const std::uint64_t total_file_bytes = open_files(*checkpoint, report);
+  read_files(*checkpoint, options, total_file_bytes, report);
+  check_index_against_shards(*checkpoint, report);
+  check_manifest(*checkpoint, report);
   return report;
 }
 
