@@ -279,22 +279,17 @@ def _verify_checksums(directory: Path, pattern: str) -> None:
 
 class _FolderView:
     """The complete checkpoint in a folder as quicksave's loaders read it (quicksave::checkpoint_folder_view):
-    leftovers of an interrupted save are never touched, the journal says which files to read."""
+    leftovers of an interrupted save are never touched, the journal says which files to read (which files
+    belong to the checkpoint is quicksave::locate_checkpoint's, through the same view)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.redirected, self.hidden, notes = _C._checkpoint_view(_native_path(directory))
+        self.redirected, _hidden, notes = _C._checkpoint_view(_native_path(directory))
         for note in notes:
             logger.info("%s: %s", directory, note)
 
-    def visible(self, name: str) -> bool:
-        return name not in self.hidden
-
     def path(self, name: str) -> Path:
         return self.directory / self.redirected.get(name, name)
-
-    def is_file(self, name: str) -> bool:
-        return self.visible(name) and self.path(name).is_file()
 
 
 def _load_sharded(
