@@ -18,7 +18,7 @@ THIRD_PARTY = {
     "nlohmann/": {"src/format", "src/cli", "benchmarks"},
     "liburing": {"src/io"},
     "xxhash": {"src/format"},
-    "boost/": {"src/engine"},
+    "boost/": {"src/engine", "src/load"},
     # benchmarks: the bench times LibTorch's own torch::save as a baseline.
     "torch/": {"src/torch", "src/dist", "src/python", "benchmarks", "include/quicksave/torch.hpp", "include/quicksave/dist.hpp"},
     "ATen/": {"src/torch", "src/dist", "src/python"},

@@ -6,6 +6,7 @@
 #include "quicksave/dtype.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/index.hpp"
+#include "quicksave/loader.hpp"
 #include "quicksave/log.hpp"
 #include "quicksave/metadata.hpp"
 #include "quicksave/reader.hpp"

@@ -57,7 +57,7 @@ void FaultFileSystem::sync_directory(const fs::path& path) {
 }
 
 void FaultFileSystem::write_file_durably(const fs::path& path, std::string_view contents) {
-  step(FaultOp::write_file, "pwrite", io::detail::write_context(path, 0, contents.size()));
+  step(FaultOp::write_file, "pwrite", io::detail::data_context(path, 0, contents.size()));
   inner_->write_file_durably(path, contents);
 }
 

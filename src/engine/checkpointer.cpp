@@ -15,6 +15,7 @@
 #include "commit/file_system.hpp"
 #include "engine/checkpointer_access.hpp"
 #include "engine/save_job.hpp"
+#include "plan/env.hpp"
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
 #if defined(QUICKSAVE_HAVE_CUDA) && QUICKSAVE_HAVE_CUDA
@@ -95,20 +96,6 @@ struct Checkpointer::Impl {
 
 namespace {
 
-std::uint64_t env_size(const char* name, std::uint64_t fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  const std::string text(v);
-  if (text.find_first_not_of("0123456789") == std::string::npos) return std::stoull(text);
-  return static_cast<std::uint64_t>(parse_size_to_int(text));
-}
-
-bool env_flag(const char* name, bool fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  return std::string(v) != "0" && std::string(v) != "false";
-}
-
 void validate(const CheckpointerOptions& o) {
   if (o.chunk_bytes == 0 || o.chunk_bytes % 4096 != 0) {
     throw Error(ErrorCode::invalid_argument, "chunk_bytes must be a positive multiple of 4096, got " + std::to_string(o.chunk_bytes));
@@ -124,6 +111,8 @@ void validate(const CheckpointerOptions& o) {
 
 CheckpointerOptions CheckpointerOptions::from_env() {
   CheckpointerOptions o;
+  using plan::env_flag;
+  using plan::env_size;
   o.pinned_budget_bytes = env_size("QUICKSAVE_PINNED_BUDGET", o.pinned_budget_bytes);
   o.chunk_bytes = env_size("QUICKSAVE_CHUNK_BYTES", o.chunk_bytes);
   o.worker_threads = static_cast<unsigned>(env_size("QUICKSAVE_WORKERS", o.worker_threads));
@@ -131,13 +120,7 @@ CheckpointerOptions CheckpointerOptions::from_env() {
   o.max_in_flight_saves = static_cast<unsigned>(env_size("QUICKSAVE_MAX_IN_FLIGHT", o.max_in_flight_saves));
   o.direct_io = env_flag("QUICKSAVE_DIRECT_IO", o.direct_io);
   o.fsync = env_flag("QUICKSAVE_FSYNC", o.fsync);
-  if (const char* b = std::getenv("QUICKSAVE_IO_BACKEND")) {
-    const std::string backend(b);
-    if (backend == "io_uring") o.io_backend = IoBackendChoice::io_uring;
-    else if (backend == "posix") o.io_backend = IoBackendChoice::posix;
-    else if (backend == "auto" || backend.empty()) o.io_backend = IoBackendChoice::automatic;
-    else throw Error(ErrorCode::invalid_argument, "QUICKSAVE_IO_BACKEND must be auto, io_uring or posix, got " + backend);
-  }
+  o.io_backend = plan::env_backend("QUICKSAVE_IO_BACKEND", o.io_backend);
   return o;
 }
 
@@ -151,9 +134,7 @@ Checkpointer::Checkpointer(CheckpointerOptions options, Seams seams) {
     impl_->io = std::move(seams.backend);
   } else {
     io::BackendOptions io_options;
-    io_options.kind = options.io_backend == IoBackendChoice::io_uring ? io::BackendKind::io_uring
-                      : options.io_backend == IoBackendChoice::posix  ? io::BackendKind::posix
-                                                                      : io::BackendKind::automatic;
+    io_options.kind = io::backend_kind(options.io_backend);
     io_options.queue_depth = options.queue_depth;
     io_options.posix_threads = std::max(1u, options.queue_depth / 2);
     impl_->io = io::make_backend(io_options, &impl_->fallback_reason);

@@ -1,6 +1,7 @@
-// IoBackend: how quicksave writes the bytes of a checkpoint's files (the data path). Writes are
-// asynchronous (submit, then a completion callback on the backend's own thread); create, sync,
-// truncate and close are plain blocking calls made from a worker thread. Every operation that
+// IoBackend: how quicksave moves the bytes of a checkpoint's files (the data path): writes for
+// saves, reads for loads. Both are asynchronous (submit, then a completion callback on the
+// backend's own thread); create, open_read, sync, truncate and close are plain blocking calls
+// made from a worker thread. Every operation that
 // can fail reports an Error whose message names the call, the file and the bytes, e.g.
 //   "pwrite: No space left on device (file=/ckpt/model-00002-of-00004.safetensors, offset=8388608, bytes=8388608)".
 //
@@ -19,6 +20,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "quicksave/checkpointer.hpp"
 
 namespace quicksave::io {
 
@@ -81,6 +84,10 @@ struct BackendStats {
   std::uint64_t short_write_continuations = 0;  // times a short write had to be continued
   std::uint64_t registered_buffer_writes = 0;   // writes served from a registered buffer (write_fixed)
   std::uint64_t registered_regions = 0;         // buffer regions the kernel holds registered now
+  std::uint64_t reads = 0;                      // read() calls completed, successfully or not
+  std::uint64_t bytes_read = 0;                 // bytes of the reads that succeeded
+  std::uint64_t failed_reads = 0;               // reads whose completion carried an error
+  std::uint64_t registered_buffer_reads = 0;    // reads into a registered buffer (read_fixed)
 };
 
 class IoBackend {
@@ -107,7 +114,16 @@ class IoBackend {
   // `done` must not throw, and may itself call write() (never drain(): that would wait for itself).
   virtual void write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
                      Completion done) = 0;
-  // Blocks until every write queued so far on this backend has completed (callbacks have run).
+  // Opens an existing file for reading, with io::RegularFile's checks (a FIFO, socket, device or
+  // directory is refused before anything blocks). `direct`: O_DIRECT; a filesystem that refuses
+  // it fails with ErrorCode::unavailable, so the caller can fall back to buffered reads.
+  virtual FileHandle open_read(const fs::path& path, bool direct) = 0;
+  ScopedFile open_read_scoped(const fs::path& path, bool direct) { return ScopedFile(*this, open_read(path, direct)); }
+  // Queues a read of `length` bytes at `offset` into `buffer`, which must stay valid until `done`
+  // runs. Short reads are continued internally; a file that ends before `length` bytes completes
+  // with Error(corrupt) naming the file and where it ended. The same rules for `done` as write().
+  virtual void read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) = 0;
+  // Blocks until every write and read queued so far on this backend has completed (callbacks have run).
   // Called from a completion callback it throws ErrorCode::failed_precondition.
   virtual void drain() = 0;
   // Starts write-back of a written range without waiting (sync_file_range); a hint, never fails.
@@ -129,6 +145,8 @@ class IoBackend {
 void write_blocking(IoBackend& io, FileHandle file, std::uint64_t offset, const std::byte* data, std::size_t length);
 
 enum class BackendKind { automatic, io_uring, posix };
+// The public choice (CheckpointerOptions, LoaderOptions) as a kind.
+BackendKind backend_kind(IoBackendChoice choice);
 
 struct BackendOptions {
   BackendKind kind = BackendKind::automatic;

@@ -29,7 +29,7 @@ bool FaultPlan::should_fail(FaultOp op) {
   if (!selected) return false;
   // A short write only means something for write(), and is marked fired by write() once it has
   // actually split one (a write too small to split is not one).
-  if (spec_.kind == FaultKind::short_write) return op == FaultOp::write;
+  if (spec_.kind == FaultKind::short_write) return op == FaultOp::write || op == FaultOp::read;
   if (spec_.kind == FaultKind::crash) ::_exit(kInjectedCrashExitCode);  // no destructors, no flush: a crash
   fired_ = true;
   if (spec_.kind == FaultKind::latency) std::this_thread::sleep_for(spec_.latency);
@@ -87,7 +87,7 @@ void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte*
     const char* call = inner_->name() == "io_uring" ? "io_uring write" : "pwrite";
     std::exception_ptr error;
     try {
-      plan_->fail(call, detail::write_context(target.path, offset, length));
+      plan_->fail(call, detail::data_context(target.path, offset, length));
     } catch (...) {
       error = std::current_exception();
     }
@@ -115,6 +115,51 @@ void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte*
                   }
                   inner->write(file, offset + first, buffer + first, length - first, std::move(done));
                 });
+}
+
+FileHandle FaultBackend::open_read(const fs::path& path, bool direct) {
+  if (plan_->should_fail(FaultOp::open_read) && plan_->injects_error()) plan_->fail("open", "file=" + path.string());
+  const FileHandle handle = inner_->open_read(path, direct);
+  std::lock_guard lock(files_mutex_);
+  files_[handle.id] = OpenedFile{path, direct};
+  return handle;
+}
+
+void FaultBackend::read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) {
+  if (!plan_->should_fail(FaultOp::read) || plan_->spec().kind == FaultKind::latency) {
+    inner_->read(file, offset, buffer, length, std::move(done));
+    return;
+  }
+  const OpenedFile target = opened(file);
+  if (plan_->injects_error()) {
+    const char* call = inner_->name() == "io_uring" ? "io_uring read" : "pread";
+    std::exception_ptr error;
+    try {
+      plan_->fail(call, detail::data_context(target.path, offset, length));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    // As in write(): an empty read carries the error on the inner backend's completion path.
+    inner_->read(file, offset, buffer, 0, [error, done = std::move(done)](std::exception_ptr) mutable { done(std::move(error)); });
+    return;
+  }
+  // short read: the first part, then the rest from its completion, as a backend continues one.
+  std::size_t first = length / 2;
+  if (target.direct) first -= first % inner_->direct_alignment();
+  if (first == 0) {
+    inner_->read(file, offset, buffer, length, std::move(done));
+    return;
+  }
+  plan_->mark_fired();
+  IoBackend* inner = inner_.get();
+  inner_->read(file, offset, buffer, first,
+               [inner, file, offset, buffer, length, first, done = std::move(done)](std::exception_ptr error) mutable {
+                 if (error) {
+                   done(std::move(error));
+                   return;
+                 }
+                 inner->read(file, offset + first, buffer + first, length - first, std::move(done));
+               });
 }
 
 void FaultBackend::sync(FileHandle file) {

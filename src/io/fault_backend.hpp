@@ -15,16 +15,16 @@
 
 namespace quicksave::io {
 
-// Operations of the data seam (create, write, sync, truncate, close) and of the file-system seam
-// (rename ... lock); `any` selects the Nth operation of either, whatever it is.
+// Operations of the data seam (create, write, sync, truncate, close, open_read, read) and of the
+// file-system seam (rename ... lock); `any` selects the Nth operation of either, whatever it is.
 enum class FaultOp {
   create, write, sync, rename, exchange, remove, make_directory, sync_directory, write_file, hard_link,
-  truncate, close, remove_all, lock, any
+  truncate, close, remove_all, lock, open_read, read, any
 };
 enum class FaultKind {
   eio,          // the call fails with EIO
   enospc,       // the call fails with ENOSPC
-  short_write,  // write() transfers only part of the bytes once (the backend must continue it)
+  short_write,  // write() or read() transfers only part of the bytes once (the backend must continue it)
   latency,      // the call sleeps `latency` first, then succeeds
   crash,        // the process ends at once (_exit(kInjectedCrashExitCode)) before the call is made
 };
@@ -75,6 +75,8 @@ class FaultBackend : public IoBackend {
   void register_buffers(std::span<const std::span<std::byte>> regions) override { inner_->register_buffers(regions); }
   FileHandle create(const fs::path& path, const OpenOptions& options) override;
   void write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length, Completion done) override;
+  FileHandle open_read(const fs::path& path, bool direct) override;
+  void read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) override;
   void drain() override { inner_->drain(); }
   void start_writeback(FileHandle file, std::uint64_t offset, std::uint64_t length) override {
     inner_->start_writeback(file, offset, length);

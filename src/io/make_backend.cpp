@@ -13,6 +13,15 @@ std::unique_ptr<IoBackend> make_uring_backend(unsigned queue_depth) {
 }
 #endif
 
+BackendKind backend_kind(IoBackendChoice choice) {
+  switch (choice) {
+    case IoBackendChoice::io_uring: return BackendKind::io_uring;
+    case IoBackendChoice::posix: return BackendKind::posix;
+    case IoBackendChoice::automatic: break;
+  }
+  return BackendKind::automatic;
+}
+
 std::unique_ptr<IoBackend> make_backend(const BackendOptions& options, std::string* fallback_reason) {
   if (fallback_reason != nullptr) fallback_reason->clear();
   if (options.kind == BackendKind::posix) return make_posix_backend(options.posix_threads);
@@ -24,7 +33,7 @@ std::unique_ptr<IoBackend> make_backend(const BackendOptions& options, std::stri
     if (fallback_reason != nullptr) *fallback_reason = reason;
     // Asked for explicitly, the fallback is worth a warning; under `automatic` it is expected
     // where io_uring is blocked (Docker's default seccomp profile).
-    format::log(options.kind == BackendKind::io_uring ? LogLevel::warning : LogLevel::info, reason + "; writing with posix pwrite");
+    format::log(options.kind == BackendKind::io_uring ? LogLevel::warning : LogLevel::info, reason + "; using the posix backend (pwrite/pread on threads)");
   }
   return make_posix_backend(options.posix_threads);
 }

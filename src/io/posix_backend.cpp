@@ -1,4 +1,5 @@
-// PosixBackend: asynchronous writes made of blocking pwrite calls on a small pool of threads.
+// PosixBackend: asynchronous writes and reads made of blocking pwrite/pread calls on a small
+// pool of threads.
 // It is the backend that works everywhere (io_uring may be blocked by seccomp, or absent), so it
 // stays deliberately simple: one queue, N workers, completions on the worker that did the write.
 #include <algorithm>
@@ -24,6 +25,7 @@ class PosixBackend final : public detail::BlockingBackend {
   std::string name() const override { return "posix"; }
   void write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
              Completion done) override;
+  void read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) override;
   void drain() override;
   BackendStats stats() const override;
 
@@ -32,10 +34,13 @@ class PosixBackend final : public detail::BlockingBackend {
     std::shared_ptr<const detail::OpenFile> file;  // null when the handle was not open
     FileHandle handle;
     std::uint64_t offset = 0;
-    const std::byte* buffer = nullptr;
+    const std::byte* buffer = nullptr;  // a write's source
+    std::byte* read_into = nullptr;      // a read's destination (then buffer is null)
     std::size_t length = 0;
     Completion done;
   };
+
+  void enqueue(Job job);
 
   void run_worker();
   // noexcept: a completion that throws has nowhere to go, like an exception leaving a thread.
@@ -47,7 +52,7 @@ class PosixBackend final : public detail::BlockingBackend {
   std::condition_variable work_cv_;
   std::condition_variable idle_cv_;
   std::deque<Job> queue_;
-  std::uint64_t pending_ = 0;  // writes queued or running, until their callback has returned
+  std::uint64_t pending_ = 0;  // writes and reads queued or running, until their callback has returned
   bool stopping_ = false;
   BackendStats stats_;
   std::vector<std::thread> workers_;  // fixed after construction
@@ -81,7 +86,14 @@ void PosixBackend::stop_workers() {
 
 void PosixBackend::write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
                          Completion done) {
-  Job job{files_.find(file), file, offset, buffer, length, std::move(done)};
+  enqueue(Job{files_.find(file), file, offset, buffer, nullptr, length, std::move(done)});
+}
+
+void PosixBackend::read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) {
+  enqueue(Job{files_.find(file), file, offset, nullptr, buffer, length, std::move(done)});
+}
+
+void PosixBackend::enqueue(Job job) {
   {
     std::lock_guard lock(mutex_);
     ++pending_;
@@ -119,25 +131,36 @@ void PosixBackend::run_worker() {
 }
 
 void PosixBackend::execute(Job& job) noexcept {
+  const bool is_read = job.read_into != nullptr;
   std::exception_ptr error;
   std::uint64_t continued = 0;
   if (!job.file) {
-    error = std::make_exception_ptr(detail::closed_handle_error("pwrite", job.handle));
+    error = std::make_exception_ptr(detail::closed_handle_error(is_read ? "pread" : "pwrite", job.handle));
   } else {
     try {
-      continued = detail::write_all(job.file->fd, job.file->path, job.offset, job.buffer, job.length);
+      continued = is_read ? detail::read_all(job.file->fd, job.file->path, job.offset, job.read_into, job.length)
+                          : detail::write_all(job.file->fd, job.file->path, job.offset, job.buffer, job.length);
     } catch (...) {
       error = std::current_exception();
     }
   }
   {
     std::lock_guard lock(mutex_);
-    ++stats_.writes;
-    stats_.short_write_continuations += continued;
-    if (error) {
-      ++stats_.failed_writes;
+    if (is_read) {
+      ++stats_.reads;
+      if (error) {
+        ++stats_.failed_reads;
+      } else {
+        stats_.bytes_read += job.length;
+      }
     } else {
-      stats_.bytes_written += job.length;
+      ++stats_.writes;
+      stats_.short_write_continuations += continued;
+      if (error) {
+        ++stats_.failed_writes;
+      } else {
+        stats_.bytes_written += job.length;
+      }
     }
   }
   // Moved, not copied: the error's last reference must not stay on this thread after the

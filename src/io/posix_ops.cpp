@@ -2,6 +2,7 @@
 // retries EINTR where the call can be safely repeated, and turns a failure into an Error whose
 // message names the call and the file (DESIGN.md §5).
 #include "io/posix_ops.hpp"
+#include "io/regular_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -56,7 +57,7 @@ std::shared_ptr<const OpenFile> FileTable::take(FileHandle file, const char* cal
   return taken;
 }
 
-std::string write_context(const fs::path& path, std::uint64_t offset, std::uint64_t bytes) {
+std::string data_context(const fs::path& path, std::uint64_t offset, std::uint64_t bytes) {
   return "file=" + path.string() + ", offset=" + std::to_string(offset) + ", bytes=" + std::to_string(bytes);
 }
 
@@ -102,7 +103,7 @@ std::uint64_t write_all(int fd, const fs::path& path, std::uint64_t offset, cons
   std::uint64_t continued = 0;
   std::size_t written = 0;
   auto context = [&] {
-    std::string text = write_context(path, offset, length);
+    std::string text = data_context(path, offset, length);
     if (written > 0) text += ", written=" + std::to_string(written);
     return text;
   };
@@ -117,6 +118,47 @@ std::uint64_t write_all(int fd, const fs::path& path, std::uint64_t offset, cons
     if (n == 0) throw io_error("pwrite", EIO, context() + ", wrote 0 bytes");
     written += static_cast<std::size_t>(n);
     if (written < length) ++continued;
+  }
+  return continued;
+}
+
+int open_for_read(const fs::path& path, bool direct) {
+  // RegularFile's open (O_NONBLOCK, then fstat: never blocks on a FIFO, never reads a device),
+  // then the descriptor's flags made what reads need: blocking, and O_DIRECT when asked.
+  RegularFile file = RegularFile::open(path);
+  const int fd = file.release();
+  if (::fcntl(fd, F_SETFL, direct ? O_DIRECT : 0) != 0) {
+    const int e = errno;
+    ::close(fd);
+    if (direct && e == EINVAL) {
+      throw Error(ErrorCode::unavailable,
+                  "fcntl: " + std::string(std::strerror(e)) + " (O_DIRECT refused by the filesystem, " + file_context(path) + ")", e);
+    }
+    throw io_error("fcntl", e, file_context(path));
+  }
+  return fd;
+}
+
+Error unexpected_end_of_file(const fs::path& path, std::uint64_t offset, std::uint64_t length, std::uint64_t done) {
+  return Error(ErrorCode::corrupt, "file ended at offset " + std::to_string(offset + done) + " before the bytes its header names (truncated? " +
+                                       data_context(path, offset, length) + ")");
+}
+
+std::uint64_t read_all(int fd, const fs::path& path, std::uint64_t offset, std::byte* buffer, std::size_t length) {
+  std::uint64_t continued = 0;
+  std::size_t done = 0;
+  while (done < length) {
+    const ssize_t n = ::pread(fd, buffer + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      std::string context = data_context(path, offset, length);
+      if (done > 0) context += ", read=" + std::to_string(done);
+      throw io_error("pread", e, context);
+    }
+    if (n == 0) throw unexpected_end_of_file(path, offset, length, done);
+    done += static_cast<std::size_t>(n);
+    if (done < length) ++continued;
   }
   return continued;
 }
@@ -202,6 +244,16 @@ FileHandle BlockingBackend::create(const fs::path& path, const OpenOptions& opti
   const int fd = open_for_write(path, options);
   try {
     return files_.add(fd, path, options.direct);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+FileHandle BlockingBackend::open_read(const fs::path& path, bool direct) {
+  const int fd = open_for_read(path, direct);
+  try {
+    return files_.add(fd, path, direct);
   } catch (...) {
     ::close(fd);
     throw;

@@ -47,7 +47,7 @@ class FileTable {
 };
 
 // "file=<path>, offset=<offset>, bytes=<bytes>": the context of every data error message.
-std::string write_context(const fs::path& path, std::uint64_t offset, std::uint64_t bytes);
+std::string data_context(const fs::path& path, std::uint64_t offset, std::uint64_t bytes);
 // The error of an operation on a handle that is not open: "<call>: Bad file descriptor (handle=N is not open)".
 Error closed_handle_error(const char* call, FileHandle file);
 
@@ -59,6 +59,14 @@ int open_for_write(const fs::path& path, const OpenOptions& options);
 // writes it continued.
 std::uint64_t write_all(int fd, const fs::path& path, std::uint64_t offset, const std::byte* buffer,
                         std::size_t length);
+// open(O_RDONLY|O_CLOEXEC[|O_DIRECT]) of a regular file only (io::RegularFile's checks); throws
+// ErrorCode::unavailable when the filesystem refuses O_DIRECT.
+int open_for_read(const fs::path& path, bool direct);
+// pread until every byte is read, continuing short reads and EINTR. End of file first is
+// Error(corrupt) "file ended ..." with the request's context. Returns how many short reads it continued.
+std::uint64_t read_all(int fd, const fs::path& path, std::uint64_t offset, std::byte* buffer, std::size_t length);
+// The error of a read that reached the end of the file after `done` of `length` bytes.
+Error unexpected_end_of_file(const fs::path& path, std::uint64_t offset, std::uint64_t length, std::uint64_t done);
 void sync_fd(int fd, const fs::path& path);
 void truncate_fd(int fd, const fs::path& path, std::uint64_t size);
 void start_writeback_fd(int fd, std::uint64_t offset, std::uint64_t length);
@@ -72,10 +80,11 @@ void make_directory(const fs::path& path);
 void sync_directory(const fs::path& path);
 
 // An IoBackend whose file and namespace operations are the blocking calls above; a subclass
-// supplies only the write path (write, drain, register_buffers, stats).
+// supplies only the data path (write, read, drain, register_buffers, stats).
 class BlockingBackend : public IoBackend {
  public:
   FileHandle create(const fs::path& path, const OpenOptions& options) override;
+  FileHandle open_read(const fs::path& path, bool direct) override;
   void start_writeback(FileHandle file, std::uint64_t offset, std::uint64_t length) override;
   void sync(FileHandle file) override;
   void truncate(FileHandle file, std::uint64_t size) override;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 namespace quicksave::io {
 
@@ -31,6 +32,8 @@ class RegularFile {
   ~RegularFile();
 
   int fd() const { return fd_; }
+  // Gives up ownership: the caller closes the descriptor.
+  int release() { return std::exchange(fd_, -1); }
   std::uint64_t size() const { return size_; }  // at open time
   const std::filesystem::path& path() const { return path_; }
 

@@ -1,5 +1,6 @@
-// UringBackend: writes through one io_uring (liburing), with registered buffers and files and a
-// bounded queue depth. Everything that is not a write is the blocking POSIX code in posix_ops.
+// UringBackend: writes and reads through one io_uring (liburing), with registered buffers and
+// files and a bounded queue depth. Everything that is not a write or a read is the blocking POSIX
+// code in posix_ops. Reads travel exactly like writes (an Op with is_read set).
 //
 // Threads. The kernel cancels (ECANCELED) the io_uring requests a thread submitted, if they are
 // still queued on its io-wq workers, when that thread exits. Callers' threads come and go (a
@@ -11,7 +12,7 @@
 //
 // Locks. mutex_ guards the bookkeeping (slots, queues, counters); sq_mutex_ guards the
 // submission side of the ring (get SQE, prep, submit) and is never held while taking mutex_.
-// The kernel carries each WriteOp pointer from submitter to reaper out of sight of the compiler
+// The kernel carries each Op pointer from submitter to reaper out of sight of the compiler
 // and of ThreadSanitizer; the reaper therefore takes sq_mutex_ once before touching an op it has
 // reaped: the submitter held that lock across the submission, so this orders the two.
 #include <liburing.h>
@@ -59,21 +60,24 @@ class UringBackend final : public detail::BlockingBackend {
   std::string name() const override { return "io_uring"; }
   void register_buffers(std::span<const std::span<std::byte>> regions) override;
   FileHandle create(const fs::path& path, const OpenOptions& options) override;
+  FileHandle open_read(const fs::path& path, bool direct) override;
   void close(FileHandle file) override;
   void write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
              Completion done) override;
+  void read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) override;
   void drain() override;
   BackendStats stats() const override;
 
  private:
-  struct WriteOp {
+  struct Op {
     std::shared_ptr<const detail::OpenFile> file;  // null when the handle was not open
     int fixed_slot = -1;                           // registered file slot, or -1: use file->fd
     int buffer_index = -1;                         // registered buffer, or -1: plain write
+    bool is_read = false;                          // a read into `buffer` (const_cast back), else a write
     std::uint64_t offset = 0;
     const std::byte* buffer = nullptr;
     std::size_t length = 0;
-    std::size_t written = 0;    // bytes done so far (a write may take several submissions)
+    std::size_t written = 0;    // bytes done so far, read or written (an op may take several submissions)
     std::size_t submitted = 0;  // bytes asked for by the submission in flight
     Completion done;
     std::exception_ptr error;  // set before submission: the op goes round the ring as a NOP
@@ -84,22 +88,26 @@ class UringBackend final : public detail::BlockingBackend {
     int index;
   };
 
+  // Takes a fixed file slot for a file just opened (a full table leaves it addressed by descriptor).
+  void add_fixed_file(FileHandle handle);
+  // Queues an op that write() or read() made: a slot on the ring or a place in the backlog.
+  void enqueue(std::unique_ptr<Op> op, FileHandle file);
   // sq_mutex_ held. Puts the op's next step on the ring: the rest of its write, or a NOP when it
   // already carries an error. Returns 0, or -errno when the ring refused it.
-  int submit_sq_locked(WriteOp* op);
+  int submit_sq_locked(Op* op);
   // Submits under sq_mutex_; when the ring refuses, the op completes with that error.
-  void submit_or_fail(WriteOp* op);
+  void submit_or_fail(Op* op);
   // mutex_ held. Index of the registered buffer that holds [p, p+n) entirely, else -1.
   int find_region_locked(const std::byte* p, std::size_t n) const;
-  std::exception_ptr write_error(const char* call, int e, const WriteOp& op, const char* extra = "") const;
+  std::exception_ptr op_error(const char* call, int e, const Op& op, const char* extra = "") const;
   bool on_backend_thread() const;
   void run_submitter();
   void run_reaper();
   // An op has left the ring: frees its slot (handing it to a backlogged op), then reports it.
-  void complete(std::unique_ptr<WriteOp> op) noexcept;
+  void complete(std::unique_ptr<Op> op) noexcept;
   // Reports one finished op: stats, callback, then drain() accounting. Called without locks.
   // noexcept: a completion that throws has nowhere to go, like an exception leaving a thread.
-  void finish(std::unique_ptr<WriteOp> op) noexcept;
+  void finish(std::unique_ptr<Op> op) noexcept;
 
   io_uring ring_{};
   unsigned depth_;
@@ -109,11 +117,11 @@ class UringBackend final : public detail::BlockingBackend {
   std::condition_variable submit_cv_;  // to_submit_ got an op, or stopping_
   unsigned in_flight_ = 0;             // slots taken: ops queued for the submitter or on the ring
   std::uint64_t pending_ = 0;          // write() calls whose callback has not returned yet
-  std::deque<WriteOp*> to_submit_;     // ops holding a slot, for the submitter thread
+  std::deque<Op*> to_submit_;     // ops holding a slot, for the submitter thread
   // Writes made by a completion (on a backend thread) while the ring was full: a backend thread
   // cannot wait for room, since only the backend makes room, so they wait here for the next
   // slot that frees.
-  std::deque<WriteOp*> backlog_;
+  std::deque<Op*> backlog_;
   std::vector<Region> regions_;  // sorted by begin
   std::uint64_t registered_regions_ = 0;
   bool fixed_files_ = false;
@@ -230,7 +238,18 @@ void UringBackend::register_buffers(std::span<const std::span<std::byte>> region
 
 FileHandle UringBackend::create(const fs::path& path, const OpenOptions& options) {
   const FileHandle handle = BlockingBackend::create(path, options);
-  if (!fixed_files_) return handle;
+  add_fixed_file(handle);
+  return handle;
+}
+
+FileHandle UringBackend::open_read(const fs::path& path, bool direct) {
+  const FileHandle handle = BlockingBackend::open_read(path, direct);
+  add_fixed_file(handle);
+  return handle;
+}
+
+void UringBackend::add_fixed_file(FileHandle handle) {
+  if (!fixed_files_) return;
   auto open = files_.find(handle);
   std::lock_guard lock(mutex_);
   if (open && !free_slots_.empty()) {
@@ -242,7 +261,6 @@ FileHandle UringBackend::create(const fs::path& path, const OpenOptions& options
       slot_of_.emplace(handle.id, slot);
     }
   }
-  return handle;
 }
 
 void UringBackend::close(FileHandle file) {
@@ -263,20 +281,35 @@ void UringBackend::close(FileHandle file) {
 
 void UringBackend::write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
                          Completion done) {
-  auto op = std::make_unique<WriteOp>();
+  auto op = std::make_unique<Op>();
   op->file = files_.find(file);
   op->offset = offset;
   op->buffer = buffer;
   op->length = length;
   op->done = std::move(done);
-  if (!op->file) op->error = std::make_exception_ptr(detail::closed_handle_error("io_uring write", file));
+  enqueue(std::move(op), file);
+}
+
+void UringBackend::read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) {
+  auto op = std::make_unique<Op>();
+  op->file = files_.find(file);
+  op->is_read = true;
+  op->offset = offset;
+  op->buffer = buffer;
+  op->length = length;
+  op->done = std::move(done);
+  enqueue(std::move(op), file);
+}
+
+void UringBackend::enqueue(std::unique_ptr<Op> op, FileHandle file) {
+  if (!op->file) op->error = std::make_exception_ptr(detail::closed_handle_error(op->is_read ? "io_uring read" : "io_uring write", file));
 
   std::unique_lock lock(mutex_);
   ++pending_;
   if (!op->error) {
     if (auto it = slot_of_.find(file.id); it != slot_of_.end()) op->fixed_slot = it->second;
-    op->buffer_index = find_region_locked(buffer, length);
-    if (op->buffer_index >= 0) ++stats_.registered_buffer_writes;
+    op->buffer_index = find_region_locked(op->buffer, op->length);
+    if (op->buffer_index >= 0) ++(op->is_read ? stats_.registered_buffer_reads : stats_.registered_buffer_writes);
   }
   // Never block the caller: the engine calls write() from the staging workers right after each
   // copy, and waiting here for room in the ring would slow copying down to the disk's speed. Ops
@@ -312,7 +345,7 @@ bool UringBackend::on_backend_thread() const {
   return self == reaper_.get_id() || self == submitter_.get_id();
 }
 
-int UringBackend::submit_sq_locked(WriteOp* op) {
+int UringBackend::submit_sq_locked(Op* op) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) {
     // Every submission is flushed at once, so a full SQ means a refused earlier flush; retry it.
@@ -328,7 +361,14 @@ int UringBackend::submit_sq_locked(WriteOp* op) {
     const auto length = static_cast<unsigned>(op->submitted);
     const std::uint64_t at = op->offset + op->written;
     const int fd = op->fixed_slot >= 0 ? op->fixed_slot : op->file->fd;
-    if (op->buffer_index >= 0) {
+    if (op->is_read) {
+      auto* into = const_cast<std::byte*>(from);  // read() was given a writable buffer
+      if (op->buffer_index >= 0) {
+        io_uring_prep_read_fixed(sqe, fd, into, length, at, op->buffer_index);
+      } else {
+        io_uring_prep_read(sqe, fd, into, length, at);
+      }
+    } else if (op->buffer_index >= 0) {
       io_uring_prep_write_fixed(sqe, fd, from, length, at, op->buffer_index);
     } else {
       io_uring_prep_write(sqe, fd, from, length, at);
@@ -353,15 +393,15 @@ int UringBackend::submit_sq_locked(WriteOp* op) {
   }
 }
 
-void UringBackend::submit_or_fail(WriteOp* op) {
+void UringBackend::submit_or_fail(Op* op) {
   int rc;
   {
     std::lock_guard sq(sq_mutex_);
     rc = submit_sq_locked(op);
   }
   if (rc == 0) return;
-  op->error = write_error("io_uring_submit", -rc, *op);
-  complete(std::unique_ptr<WriteOp>(op));
+  op->error = op_error("io_uring_submit", -rc, *op);
+  complete(std::unique_ptr<Op>(op));
 }
 
 int UringBackend::find_region_locked(const std::byte* p, std::size_t n) const {
@@ -374,15 +414,15 @@ int UringBackend::find_region_locked(const std::byte* p, std::size_t n) const {
   return begin + n <= it->end ? it->index : -1;
 }
 
-std::exception_ptr UringBackend::write_error(const char* call, int e, const WriteOp& op, const char* extra) const {
-  std::string context = detail::write_context(op.file ? op.file->path : fs::path(), op.offset, op.length);
-  if (op.written > 0) context += ", written=" + std::to_string(op.written);
+std::exception_ptr UringBackend::op_error(const char* call, int e, const Op& op, const char* extra) const {
+  std::string context = detail::data_context(op.file ? op.file->path : fs::path(), op.offset, op.length);
+  if (op.written > 0) context += (op.is_read ? ", read=" : ", written=") + std::to_string(op.written);
   context += extra;
   return std::make_exception_ptr(io_error(call, e, context));
 }
 
 void UringBackend::run_submitter() {
-  std::deque<WriteOp*> batch;
+  std::deque<Op*> batch;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
@@ -390,7 +430,7 @@ void UringBackend::run_submitter() {
       if (to_submit_.empty()) return;
       batch.swap(to_submit_);
     }
-    for (WriteOp* op : batch) submit_or_fail(op);
+    for (Op* op : batch) submit_or_fail(op);
     batch.clear();
   }
 }
@@ -414,17 +454,20 @@ void UringBackend::run_reaper() {
     }
     // See "Locks" at the top: this orders the submitter's writes to the op before our reads.
     { std::lock_guard sq(sq_mutex_); }
-    std::unique_ptr<WriteOp> op(reinterpret_cast<WriteOp*>(user_data));
+    std::unique_ptr<Op> op(reinterpret_cast<Op*>(user_data));
     if (!op->error) {
       if (res < 0) {
-        op->error = write_error("io_uring write", -res, *op);
+        op->error = op_error(op->is_read ? "io_uring read" : "io_uring write", -res, *op);
+      } else if (res == 0 && op->written < op->length && op->is_read) {
+        op->error = std::make_exception_ptr(
+            detail::unexpected_end_of_file(op->file->path, op->offset, op->length, op->written));
       } else if (res == 0 && op->written < op->length) {
         // A regular file never accepts zero bytes of a non-empty write; resubmitting would spin.
-        op->error = write_error("io_uring write", EIO, *op, ", wrote 0 bytes");
+        op->error = op_error("io_uring write", EIO, *op, ", wrote 0 bytes");
       } else {
         op->written += static_cast<std::size_t>(res);
         if (op->written < op->length) {
-          if (static_cast<std::size_t>(res) < op->submitted) {
+          if (static_cast<std::size_t>(res) < op->submitted && !op->is_read) {
             std::lock_guard lock(mutex_);
             ++stats_.short_write_continuations;
           }
@@ -438,7 +481,7 @@ void UringBackend::run_reaper() {
             op.release();
             continue;
           }
-          op->error = write_error("io_uring_submit", -src, *op);
+          op->error = op_error("io_uring_submit", -src, *op);
         }
       }
     }
@@ -446,7 +489,7 @@ void UringBackend::run_reaper() {
   }
 }
 
-void UringBackend::complete(std::unique_ptr<WriteOp> op) noexcept {
+void UringBackend::complete(std::unique_ptr<Op> op) noexcept {
   bool handed_on = false;
   {
     std::lock_guard lock(mutex_);
@@ -462,14 +505,23 @@ void UringBackend::complete(std::unique_ptr<WriteOp> op) noexcept {
   finish(std::move(op));
 }
 
-void UringBackend::finish(std::unique_ptr<WriteOp> op) noexcept {
+void UringBackend::finish(std::unique_ptr<Op> op) noexcept {
   {
     std::lock_guard lock(mutex_);
-    ++stats_.writes;
-    if (op->error) {
-      ++stats_.failed_writes;
+    if (op->is_read) {
+      ++stats_.reads;
+      if (op->error) {
+        ++stats_.failed_reads;
+      } else {
+        stats_.bytes_read += op->length;
+      }
     } else {
-      stats_.bytes_written += op->length;
+      ++stats_.writes;
+      if (op->error) {
+        ++stats_.failed_writes;
+      } else {
+        stats_.bytes_written += op->length;
+      }
     }
   }
   // Moved, not copied: the error's last reference must not stay on this thread after the

@@ -14,6 +14,7 @@
 #include "commit/recovery.hpp"
 #include "format/checksum.hpp"
 #include "format/manifest.hpp"
+#include "read/manifest_check.hpp"
 #include "quicksave/error.hpp"
 #include "quicksave/safetensors.hpp"
 
@@ -104,21 +105,7 @@ void check_file(const commit::CheckpointView& view, const format::ManifestFile& 
     // The header is the one hashed at save time; the manifest's own names and ranges must then
     // describe exactly its tensors (a damaged manifest must not pass by naming the wrong bytes).
     try {
-      const Header header = decode_header(bytes, file->size());
-      if (header.tensors.size() != entry.tensors.size()) throw Error(ErrorCode::corrupt, "a different number of tensors");
-      for (std::size_t t = 0; t < header.tensors.size(); ++t) {
-        const TensorEntry& expected = header.tensors[t];
-        const auto& listed = entry.tensors[t];
-        const std::uint64_t data_start = 8 + n;
-        std::uint64_t at = data_start + expected.begin;
-        for (const auto& range : listed.ranges) {
-          if (range.begin != at) throw Error(ErrorCode::corrupt, "ranges that do not tile tensor " + expected.name);
-          at = range.end;
-        }
-        if (listed.name != expected.name || at != data_start + expected.end) {
-          throw Error(ErrorCode::corrupt, "tensor " + listed.name + " where the header has " + expected.name);
-        }
-      }
+      read::check_manifest_tiles_header(entry, decode_header(bytes, file->size()));
     } catch (const Error& e) {
       mismatch("", 0, 8 + n, std::string("the manifest does not describe its header: ") + e.what());
       return;

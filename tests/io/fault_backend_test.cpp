@@ -72,6 +72,10 @@ class RecordingBackend : public IoBackend {
     }
     inner_->write(file, offset, buffer, length, std::move(done));
   }
+  FileHandle open_read(const fs::path& path, bool direct) override { return inner_->open_read(path, direct); }
+  void read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) override {
+    inner_->read(file, offset, buffer, length, std::move(done));
+  }
   void drain() override { inner_->drain(); }
   void sync(FileHandle file) override { inner_->sync(file); }
   void truncate(FileHandle file, std::uint64_t size) override { inner_->truncate(file, size); }
