@@ -24,6 +24,7 @@
 
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/index.hpp"
+#include "quicksave/loader.hpp"
 #include "quicksave/save.hpp"
 #include "quicksave/split.hpp"
 #include "quicksave/tensor_ref.hpp"
@@ -113,6 +114,18 @@ struct LoadModelOptions {
 // `model`'s parameters and buffers (copying into them, casting as torch does).
 IncompatibleKeys load_torch_model(torch::nn::Module& model, const std::filesystem::path& checkpoint_path,
                                   const LoadModelOptions& options = {});
+
+// ---- the load engine over LibTorch tensors (quicksave/loader.hpp) ----------------------------
+// Safetensors loads without mmap go through the engine: straight into a model's parameters and
+// buffers where they match the checkpoint exactly (CPU, contiguous, same dtype and shape), else
+// into tensors allocated once and filled by reads; verify hashes each range as it arrives.
+struct TensorLoad {
+  LoadHandle handle;  // wait() before reading `tensors`
+  StateDict tensors;  // in `names` order: into's own tensor where it matches exactly, else a new CPU tensor
+};
+// Starts reading the tensors `names` of `source` (each must be in it). `loader` null: Loader::shared().
+TensorLoad load_tensors_async(const LoadSource& source, const std::vector<std::string>& names, const StateDict& into = {},
+                              const LoadOptions& options = {}, Loader* loader = nullptr);
 
 // Loads a whole checkpoint (file or directory) as a state dict, without a model.
 StateDict load_checkpoint(const std::filesystem::path& checkpoint_path, const LoadModelOptions& options = {});

@@ -28,6 +28,7 @@
 
 #include "quicksave/checkpointer.hpp"
 #include "quicksave/error.hpp"
+#include "quicksave/loader.hpp"
 #include "quicksave/log.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/save.hpp"
@@ -321,6 +322,30 @@ std::function<void()> engine_callback(py::function callable) {
     }
   };
 }
+
+// ---- the load engine ----------------------------------------------------------------------------
+
+// One load in flight: the engine's handle and the tensors it fills (shared with Python at once;
+// their bytes are valid once wait() has returned True).
+class PyLoadJob {
+ public:
+  explicit PyLoadJob(TensorLoad load) : load_(std::move(load)) {}
+  // Waits (GIL released); rethrows the load's error once ready. False on timeout.
+  bool wait(std::optional<double> timeout_s) {
+    if (!wait_ready(load_.handle.done(), timeout_s)) return false;
+    load_.handle.done().get();
+    return true;
+  }
+  bool ready() const { return load_.handle.done().wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
+  py::dict tensors() const { return state_dict_to_python(load_.tensors); }
+  py::tuple progress() const {
+    const LoadProgress p = load_.handle.progress();
+    return py::make_tuple(p.bytes_read, p.bytes_total, p.bytes_verified);
+  }
+
+ private:
+  TensorLoad load_;
+};
 
 class PySaveHandle {
  public:
@@ -716,6 +741,33 @@ PYBIND11_MODULE(_quicksave, m) {
       "Checks a checkpoint folder, index or .safetensors file completely without loading it (every header, the index, "
       "every byte, the checksum manifest, leftovers of interrupted saves), like `quicksave verify`; changes nothing. "
       "Returns a VerifyReport (falsy when invalid, with one line per problem).");
+
+  py::class_<LoadSource>(m, "_LoadSource")
+      .def("names", [](const LoadSource& source) {
+        py::list names;
+        for (const auto& tensor : source.tensors()) names.append(py::str(tensor.name));
+        return names;
+      });
+  m.def(
+      "_open_checkpoint",
+      [](const std::string& path, const std::optional<std::string>& pattern, bool verify) {
+        py::gil_scoped_release release;
+        return LoadSource::open(path, LoadSourceOptions{.filename_pattern = pattern, .verify = verify});
+      },
+      py::arg("path"), py::arg("filename_pattern"), py::arg("verify"));
+  m.def(
+      "_load_tensors_async",
+      [](const LoadSource& source, const std::vector<std::string>& names, const py::dict& into, bool verify) {
+        StateDict own;
+        for (const auto& [name, value] : into) own.insert(name.cast<std::string>(), value.cast<torch::Tensor>());
+        return PyLoadJob(load_tensors_async(source, names, own, LoadOptions{.verify = verify}));
+      },
+      py::arg("source"), py::arg("names"), py::arg("into"), py::arg("verify"));
+  py::class_<PyLoadJob>(m, "_LoadJob")
+      .def("wait", &PyLoadJob::wait, py::arg("timeout") = py::none())
+      .def("ready", &PyLoadJob::ready)
+      .def("tensors", &PyLoadJob::tensors)
+      .def("progress", &PyLoadJob::progress);
 
   py::class_<PySaveHandle>(m, "_SaveHandle")
       .def("wait_staged", &PySaveHandle::wait_staged, py::arg("timeout") = py::none())

@@ -1,6 +1,9 @@
 // load_state_dict_from_file / load_torch_model (spec §6): the reference's file selection and error
-// messages; zero-copy safetensors tensors over a private mapping; strict loading that also works
-// for sharded checkpoints (the reference's loads each shard strictly and always fails there).
+// messages; strict loading that also works for sharded checkpoints (the reference's loads each
+// shard strictly and always fails there). Safetensors bytes come through the load engine
+// (quicksave/loader.hpp): into the model's own parameters where they match exactly (CPU,
+// contiguous, same dtype and shape), else into tensors allocated once; mmap=true keeps the
+// zero-copy private mapping instead, and .bin files the pickle reader.
 #include <torch/serialize.h>
 
 #include <algorithm>
@@ -13,6 +16,7 @@
 #include "read/locate_checkpoint.hpp"
 #include "quicksave/verify.hpp"
 #include "quicksave/error.hpp"
+#include "quicksave/loader.hpp"
 #include "quicksave/reader.hpp"
 #include "quicksave/torch.hpp"
 #include "torch/pickle_reader.hpp"
@@ -27,7 +31,49 @@ torch::Tensor to_device(torch::Tensor t, const std::optional<torch::Device>& dev
   return t.to(*device);
 }
 
+// A tensor of the checkpoint's dtype and shape on the CPU, for the engine to fill.
+torch::Tensor empty_like_entry(const CheckpointTensor& tensor) {
+  return torch::empty(tensor.shape, torch::TensorOptions().dtype(torch_dtype_from(tensor.dtype)));
+}
+
+LoadTarget target_for(const CheckpointTensor& tensor, const torch::Tensor& memory) {
+  return LoadTarget{tensor.name, memory.data_ptr(), tensor.dtype, tensor.shape};
+}
+
+// True when the engine can read straight into `destination`: host memory laid out exactly as
+// the checkpoint's bytes.
+bool reads_straight_into(const torch::Tensor& destination, const CheckpointTensor& tensor) {
+  return destination.defined() && destination.device().is_cpu() && destination.is_contiguous() &&
+         destination.scalar_type() == torch_dtype_from(tensor.dtype) && destination.sizes() == torch::IntArrayRef(tensor.shape) &&
+         (destination.numel() == 0 || destination.data_ptr() != nullptr);
+}
+
+enum class KeyOrder { by_name, as_listed };
+
+// The names of the tensors of `source` that `key_filter` keeps: sorted (safetensors' key order
+// for one file), or as the source lists them (an index's order).
+std::vector<std::string> names_of(const LoadSource& source, const std::function<bool(const std::string&)>& key_filter, KeyOrder order) {
+  std::vector<std::string> names;
+  for (const auto& tensor : source.tensors()) {
+    if (!key_filter || key_filter(tensor.name)) names.push_back(tensor.name);
+  }
+  if (order == KeyOrder::by_name) std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Every tensor of `source` (those `key_filter` keeps), allocated once and filled by the engine.
+StateDict read_with_engine(const LoadSource& source, const std::optional<torch::Device>& map_location, bool verify,
+                           const std::function<bool(const std::string&)>& key_filter = nullptr, KeyOrder order = KeyOrder::by_name) {
+  TensorLoad load = load_tensors_async(source, names_of(source, key_filter, order), {}, LoadOptions{.verify = verify});
+  load.handle.wait();
+  if (map_location && !map_location->is_cpu() && !map_location->is_meta()) {
+    for (auto& item : load.tensors) item.value() = to_device(item.value(), map_location);
+  }
+  return std::move(load.tensors);
+}
+
 StateDict load_safetensors(const fs::path& path, const std::optional<torch::Device>& map_location, bool mmap) {
+  if (!mmap) return read_with_engine(LoadSource::open(path), map_location, /*verify=*/false);
   const SafetensorsFile file = SafetensorsFile::open(path, mmap);
   if (const auto& metadata = file.header().metadata) {
     const auto format = std::find_if(metadata->begin(), metadata->end(), [](const auto& kv) { return kv.first == "format"; });
@@ -166,7 +212,81 @@ void verify_if_asked(const fs::path& dir, const std::string& pattern, const Load
   }
 }
 
+// The checkpoint the engine reads, when it is safetensors and not to be mapped (nullopt: the
+// mapping or the pickle reader reads it). `sharded` says whether an index lists it.
+struct EngineCheckpoint {
+  LoadSource source;
+  bool sharded = false;
+};
+std::optional<EngineCheckpoint> engine_checkpoint(const fs::path& path, const LoadModelOptions& options) {
+  if (options.mmap) return std::nullopt;
+  if (!fs::is_directory(path)) {
+    if (path.extension() != ".safetensors" || !fs::is_regular_file(path)) return std::nullopt;
+    return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.verify = options.verify}), false};
+  }
+  const CheckpointFiles found = read::locate_checkpoint(view_of(path), options.safe, options.filename_pattern);
+  const fs::path example = found.single ? *found.single : fs::path(found.pattern);
+  if (example.extension() != ".safetensors") return std::nullopt;
+  return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.filename_pattern = found.pattern, .verify = options.verify}),
+                          found.index.has_value()};
+}
+
+// load_torch_model through the engine: each matching parameter or buffer is read straight into
+// (CPU, contiguous, same dtype and shape), the others into a tensor of the checkpoint's dtype and
+// shape that load_into_module then copies (casting, to the device) with the reference's checks
+// and messages. A key the model lacks is never read: it is only reported.
+IncompatibleKeys load_model_with_engine(torch::nn::Module& model, const EngineCheckpoint& checkpoint, const LoadModelOptions& options) {
+  StateDict model_state = module_state_dict(model);
+  IncompatibleKeys keys;
+  if (checkpoint.sharded) {
+    // The reference's pre-validation of a sharded load, before anything is read.
+    std::set<std::string> index_keys, model_keys;
+    for (const auto& name : names_of(checkpoint.source, options.key_filter, KeyOrder::by_name)) index_keys.insert(name);
+    for (const auto& item : model_state) {
+      if (!options.key_filter || options.key_filter(item.key())) model_keys.insert(item.key());
+    }
+    std::set_difference(model_keys.begin(), model_keys.end(), index_keys.begin(), index_keys.end(), std::back_inserter(keys.missing_keys));
+    std::set_difference(index_keys.begin(), index_keys.end(), model_keys.begin(), model_keys.end(),
+                        std::back_inserter(keys.unexpected_keys));
+    if (options.strict && !keys.all_matched()) {
+      throw Error(ErrorCode::invalid_argument, strict_keys_message(model, keys.missing_keys, keys.unexpected_keys));
+    }
+  }
+  // What load_into_module copies from: a straight read's entry is the parameter itself (copy_
+  // skips it); a key the model lacks only needs its name.
+  std::vector<std::string> to_read;
+  for (const auto& name : names_of(checkpoint.source, options.key_filter, KeyOrder::by_name)) {
+    if (model_state.contains(name)) to_read.push_back(name);
+  }
+  TensorLoad load = load_tensors_async(checkpoint.source, to_read, model_state, LoadOptions{.verify = options.verify});
+  load.handle.wait();
+  StateDict feed;
+  for (const auto& name : names_of(checkpoint.source, options.key_filter, KeyOrder::by_name)) {
+    const torch::Tensor* read = load.tensors.find(name);
+    feed.insert(name, read != nullptr ? *read : torch::Tensor());
+  }
+  if (!checkpoint.sharded) return load_into_module(model, feed, options.strict, options.key_filter);
+  load_into_module(model, feed, /*strict=*/false, options.key_filter);
+  return keys;
+}
+
 }  // namespace
+
+TensorLoad load_tensors_async(const LoadSource& source, const std::vector<std::string>& names, const StateDict& into,
+                              const LoadOptions& options, Loader* loader) {
+  TensorLoad out;
+  std::vector<LoadTarget> targets;
+  for (const auto& name : names) {
+    const CheckpointTensor* tensor = source.find(name);
+    if (tensor == nullptr) throw Error(ErrorCode::not_found, "load: the checkpoint has no tensor " + name);
+    const torch::Tensor* own = into.find(name);
+    torch::Tensor memory = own != nullptr && reads_straight_into(*own, *tensor) ? *own : empty_like_entry(*tensor);
+    if (tensor->nbytes > 0) targets.push_back(target_for(*tensor, memory));
+    out.tensors.insert(name, std::move(memory));
+  }
+  out.handle = (loader != nullptr ? *loader : Loader::shared()).load_async(source, std::move(targets), options);
+  return out;
+}
 
 StateDict load_state_dict_from_file(const fs::path& checkpoint_file, std::optional<torch::Device> map_location, bool mmap) {
   if (!fs::is_regular_file(checkpoint_file)) {
@@ -179,6 +299,7 @@ StateDict load_state_dict_from_file(const fs::path& checkpoint_file, std::option
 
 IncompatibleKeys load_torch_model(torch::nn::Module& model, const fs::path& checkpoint_path, const LoadModelOptions& options) {
   require_exists(checkpoint_path);
+  if (auto checkpoint = engine_checkpoint(checkpoint_path, options)) return load_model_with_engine(model, *checkpoint, options);
   if (!fs::is_directory(checkpoint_path)) {
     if (options.verify) verify_if_asked(checkpoint_path.parent_path(), std::string(kSafetensorsPattern), options);
     return load_into_module(model, load_state_dict_from_file(checkpoint_path, options.map_location, options.mmap),
@@ -226,6 +347,10 @@ IncompatibleKeys load_torch_model(torch::nn::Module& model, const fs::path& chec
 
 StateDict load_checkpoint(const fs::path& checkpoint_path, const LoadModelOptions& options) {
   require_exists(checkpoint_path);
+  if (auto checkpoint = engine_checkpoint(checkpoint_path, options)) {
+    return read_with_engine(checkpoint->source, options.map_location, options.verify, options.key_filter,
+                            checkpoint->sharded ? KeyOrder::as_listed : KeyOrder::by_name);
+  }
   if (!fs::is_directory(checkpoint_path)) {
     if (options.verify) verify_if_asked(checkpoint_path.parent_path(), std::string(kSafetensorsPattern), options);
     return load_state_dict_from_file(checkpoint_path, options.map_location, options.mmap);

@@ -62,6 +62,7 @@ from ._hf import (
     split_torch_state_dict_into_shards,
 )
 from ._engine import Checkpointer, SaveHandle, _close_all
+from ._loader import Loader, LoadFuture
 from . import serialization
 
 __version__ = "0.1.0"
@@ -88,6 +89,8 @@ atexit.register(_forward_log, None)
 atexit.register(_close_all)
 
 __all__ = [
+    "Loader",
+    "LoadFuture",
     "AlreadyExistsError",
     "CancelledError",
     "Checkpointer",

@@ -292,6 +292,47 @@ class _FolderView:
         return self.directory / self.redirected.get(name, name)
 
 
+def _loads_plainly(model) -> bool:
+    """True when loading `model` is only copying values into its parameters and buffers: no module
+    overrides _load_from_state_dict and none has a load_state_dict pre-hook, which could rename,
+    skip or transform what the checkpoint holds. Only then may the engine read straight into them."""
+    plain = torch.nn.Module._load_from_state_dict
+    for module in model.modules():
+        if type(module)._load_from_state_dict is not plain:
+            return False
+        if getattr(module, "_load_state_dict_pre_hooks", None):
+            return False
+    return True
+
+
+def _load_with_engine(model, path: Path, filename_pattern: Optional[str], sharded: bool, strict: bool, verify: bool):
+    """load_torch_model for safetensors (not mapped): quicksave's load engine reads every tensor the
+    model has, in parallel, straight into its parameters and buffers where they match exactly (CPU,
+    contiguous, same dtype and shape; only for models that load plainly), else into tensors
+    allocated once; model.load_state_dict then does the rest (casts, devices, the reference's
+    checks and messages; a straight read's entry is the parameter's own memory, which copy_
+    skips). Keys the model lacks are never read. verify hashes each range as it arrives."""
+    source = _C._open_checkpoint(_native_path(path), filename_pattern, bool(verify))
+    names = sorted(source.names())
+    model_state = model.state_dict()
+    missing = sorted(set(model_state) - set(names))
+    unexpected = [name for name in names if name not in model_state]
+    if sharded and strict and (missing or unexpected):
+        raise RuntimeError(_strict_keys_message(model, missing, unexpected))
+    into = {}
+    if _loads_plainly(model):
+        into = {name: tensor for name, tensor in model_state.items() if type(tensor) is torch.Tensor}
+    job = _C._load_tensors_async(source, [name for name in names if name in model_state], into, bool(verify))
+    job.wait()
+    loaded = job.tensors()
+    # The checkpoint's key order (sorted, as safetensors gives it); unexpected keys need no values.
+    state_dict = {name: loaded[name] if name in loaded else torch.empty(0) for name in names}
+    if not sharded:
+        return model.load_state_dict(state_dict, strict=strict)
+    model.load_state_dict(state_dict, strict=False)
+    return torch.nn.modules.module._IncompatibleKeys(missing_keys=missing, unexpected_keys=unexpected)
+
+
 def _load_sharded(
     model, directory: "_FolderView", index_file: Path, pattern: str, strict, weights_only, map_location, mmap, allow_unsafe_pickle
 ):
@@ -354,6 +395,9 @@ def load_torch_model(
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.exists():
         raise _C.InvalidArgumentError(f"Checkpoint path {checkpoint_path} does not exist")
+    if checkpoint_path.is_file() and checkpoint_path.suffix == ".safetensors" and not mmap:
+        _device_name(map_location)  # checked as before; the model's own devices decide where values go
+        return _load_with_engine(model, checkpoint_path, None, False, strict, verify)
     if checkpoint_path.is_file():
         if verify:
             _verify_checksums(checkpoint_path.parent, SAFETENSORS_WEIGHTS_FILE_PATTERN)
@@ -376,6 +420,9 @@ def load_torch_model(
         )
     except _C.NotFoundError as error:
         raise _C.InvalidArgumentError(str(error)) from None
+    if not mmap and Path(os.fsdecode(single_file) if single_file is not None else filename_pattern).suffix == ".safetensors":
+        _device_name(map_location)
+        return _load_with_engine(model, checkpoint_path, filename_pattern, index_file is not None, strict, verify)
     if verify:
         _verify_checksums(checkpoint_path, filename_pattern)
     if index_file is not None:
