@@ -51,17 +51,39 @@ using namespace quicksave::cli;  // the command-line toolkit: Args, tables, size
 
 namespace fs = std::filesystem;
 
-// The Python side of the bench: beside this program in the build tree, under share/quicksave
-// in an installation.
-fs::path python_peers_script() {
+// The Python side of the bench (python_peers.py, load_bench.py): beside this program in the
+// build tree, under share/quicksave in an installation.
+fs::path python_script(const std::string& name = "python_peers.py") {
   std::error_code ec;
   const fs::path exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  const fs::path candidates[] = {exe_dir / "python_peers.py", exe_dir / ".." / "share" / "quicksave" / "python_peers.py"};
+  const fs::path candidates[] = {exe_dir / name, exe_dir / ".." / "share" / "quicksave" / name};
   for (const auto& path : candidates) {
     if (fs::exists(path, ec)) return path;
   }
-  throw Error(ErrorCode::not_found, "the Python side of the bench (python_peers.py) is neither in " + exe_dir.string() +
+  throw Error(ErrorCode::not_found, "the Python side of the bench (" + name + ") is neither in " + exe_dir.string() +
                                         " nor in " + candidates[1].parent_path().lexically_normal().string());
+}
+
+// --load: the load benchmark is Python (it compares Python loaders): runs load_bench.py with the
+// bench's interpreter, the build's quicksave package first on its path.
+[[noreturn]] void exec_load_bench(const Args& args, const std::string& python_exe) {
+  std::error_code ec;
+  const fs::path build_package = fs::read_symlink("/proc/self/exe", ec).parent_path() / ".." / "python";
+  if (fs::exists(build_package / "quicksave", ec)) {
+    const char* old = std::getenv("PYTHONPATH");
+    const std::string path = build_package.lexically_normal().string() + (old != nullptr && *old ? ":" + std::string(old) : "");
+    ::setenv("PYTHONPATH", path.c_str(), 1);
+  }
+  std::vector<std::string> command{python_exe, python_script("load_bench.py").string(), "--size", args.value("size").value_or("4GB")};
+  if (const auto repeat = args.value("repeat")) command.insert(command.end(), {"--repeat", *repeat});
+  if (const auto dir = args.value("dir")) command.insert(command.end(), {"--dir", *dir});
+  if (const auto shards = args.value("shards")) command.insert(command.end(), {"--shards", *shards});
+  if (args.flag("no-drop-caches")) command.push_back("--no-cold");
+  std::vector<char*> cargv;
+  for (auto& c : command) cargv.push_back(c.data());
+  cargv.push_back(nullptr);
+  ::execv(cargv[0], cargv.data());
+  throw Error(ErrorCode::unavailable, "cannot run " + python_exe + ": " + std::strerror(errno));
 }
 
 using Clock = std::chrono::steady_clock;
@@ -101,6 +123,11 @@ Options:
   --ranks N              instead: a distributed save (replicated layout) by 1, 2, 4, ... N
                          processes on this machine, aggregate GB/s against one process in the same
                          run (runs quicksave-dist-bench, built with LibTorch's c10d)
+  --load                 instead: loads (benchmarks/load_bench.py, run with --python-exe): quicksave's
+                         load engine against safetensors load_file (+ load_state_dict),
+                         huggingface_hub load_torch_model and torch.load(mmap=True), cold and warm
+                         page cache, against fio's read limit and a 2-thread memcpy, in one run
+  --shards LIST          with --load: the shard sizes to compare (default 5GB,500MB)
   --python               also time the Python peers
   --python-exe PATH      the interpreter for them (default: the active virtual environment's,
                          $VIRTUAL_ENV/bin/python, else /usr/bin/python3; the project's is
@@ -460,7 +487,7 @@ struct Bench {
   }
 
   void run_python_methods() {
-    const fs::path script = python_peers_script();
+    const fs::path script = python_script();
     // The bytes go over through a file written before any timing; the C++ side's memory is
     // released first so that Python's copies fit.
     status("bench: writing the state dict for the Python peers");
@@ -650,8 +677,8 @@ int run_bench(std::span<const std::string> argv) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
-  const Args args(argv, {"json", "python", "no-drop-caches"},
-                  {"size", "repeat", "layout", "dtype", "dir", "pinned-budget", "python-exe", "ranks"});
+  const Args args(argv, {"json", "python", "no-drop-caches", "load"},
+                  {"size", "repeat", "layout", "dtype", "dir", "pinned-budget", "python-exe", "ranks", "shards"});
   if (!args.positional().empty()) throw UsageError("unexpected argument " + args.positional().front());
   if (const auto ranks = args.value("ranks")) {
     if (parse_count(*ranks, "ranks") == 0) throw UsageError("--ranks must be at least 1");
@@ -683,6 +710,7 @@ int run_bench(std::span<const std::string> argv) {
     const char* venv = std::getenv("VIRTUAL_ENV");
     bench.python_exe = venv != nullptr && *venv != '\0' ? (fs::path(venv) / "bin" / "python").string() : "/usr/bin/python3";
   }
+  if (args.flag("load")) exec_load_bench(args, bench.python_exe);
   const fs::path base = args.value("dir") ? fs::path(*args.value("dir")) : fs::temp_directory_path();
   bench.work = fs::absolute(base / ("quicksave-bench-" + std::to_string(::getpid())));
   bench.out = bench.work / "out";

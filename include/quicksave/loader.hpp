@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <memory>
 #include <optional>
@@ -47,6 +48,9 @@ struct LoadSourceOptions {
   // Require the checkpoint's checksum manifest (not_found without one) and check it against each
   // file's size and header now; the loads then hash every byte they read (LoadOptions::verify).
   bool verify = false;
+  // When set, only the tensors it keeps are part of the source, and only the shards holding them
+  // are opened (a rank that loads its own keys needs no other shard).
+  std::function<bool(const std::string&)> key_filter;
 };
 
 // An opened safetensors checkpoint: a folder (sharded or single file) or one .safetensors file.
@@ -56,7 +60,7 @@ class LoadSource {
   // breaks a rule, an index entry missing from its shard), invalid_argument (not a regular file).
   static LoadSource open(const std::filesystem::path& path, const LoadSourceOptions& options = {});
 
-  // Every tensor, in the index's order (a single file: its header's order).
+  // Every tensor (that the key filter keeps), in the index's order (a single file: its header's order).
   const std::vector<CheckpointTensor>& tensors() const;
   // nullptr when the checkpoint has no tensor of that name.
   const CheckpointTensor* find(const std::string& name) const;
@@ -78,6 +82,9 @@ struct LoadTarget {
   void* data = nullptr;
   DType dtype = DType::F32;
   std::vector<std::int64_t> shape;
+  // Held by the load until its last read has finished, so memory that the caller lets go of
+  // while reads are in flight (a dropped Python future) is not freed under them.
+  std::shared_ptr<const void> keepalive;
 };
 
 struct LoaderOptions {

@@ -87,11 +87,11 @@ LoadSource LoadSource::open(const fs::path& path, const LoadSourceOptions& optio
       state->files.push_back(State::File{*found.single, found.single->filename().string()});
     } else {
       index = read_index_file(*found.index);
-      std::set<std::string> seen;
+      std::set<std::string> seen, needed;
       for (const auto& [name, file] : index->weight_map) {
-        if (!seen.insert(file).second) continue;
-        validate_shard_filename(file, pattern, found.index->string());
-        state->files.push_back(State::File{view.path_of(file), file});
+        if (seen.insert(file).second) validate_shard_filename(file, pattern, found.index->string());
+        if (options.key_filter && !options.key_filter(name)) continue;
+        if (needed.insert(file).second) state->files.push_back(State::File{view.path_of(file), file});
       }
     }
   }
@@ -111,7 +111,9 @@ LoadSource LoadSource::open(const fs::path& path, const LoadSourceOptions& optio
     state->locations.push_back(State::Location{f, file.header.data_start() + entry.begin});
   };
   if (!index) {
-    for (const auto& entry : state->files.front().header.tensors) add(0, entry);
+    for (const auto& entry : state->files.front().header.tensors) {
+      if (!options.key_filter || options.key_filter(entry.name)) add(0, entry);
+    }
   } else {
     std::unordered_map<std::string_view, std::size_t> file_of;
     std::vector<std::unordered_map<std::string_view, const TensorEntry*>> entries(state->files.size());
@@ -120,6 +122,7 @@ LoadSource LoadSource::open(const fs::path& path, const LoadSourceOptions& optio
       for (const auto& entry : state->files[f].header.tensors) entries[f].emplace(entry.name, &entry);
     }
     for (const auto& [name, file] : index->weight_map) {
+      if (options.key_filter && !options.key_filter(name)) continue;
       const std::size_t f = file_of.at(file);
       const auto entry = entries[f].find(name);
       // Strict or not: a parameter the index promises must be there, or it would silently keep

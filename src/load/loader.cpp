@@ -270,6 +270,8 @@ class LoadHandle::Job : public std::enable_shared_from_this<LoadHandle::Job> {
     }
     buffered_.clear();
     direct_.clear();
+    // No read writes into the targets any more: their memory may go.
+    for (auto& target : targets_) target.keepalive.reset();
     {
       std::lock_guard lock(error_mutex_);
       if (error_) error = error_;
@@ -337,7 +339,7 @@ LoadHandle Loader::load_async(const LoadSource& source, std::vector<LoadTarget> 
                                                    " in the checkpoint, the target is " + shape_text(target.dtype, target.shape));
     }
     if (target.data == nullptr && tensor.nbytes > 0) throw Error(ErrorCode::invalid_argument, "load: tensor " + target.name + " has no memory");
-    resolved.push_back(load::ResolvedTarget{it->second, static_cast<std::byte*>(target.data)});
+    resolved.push_back(load::ResolvedTarget{it->second, static_cast<std::byte*>(target.data), target.keepalive});
   }
   auto plan = load::plan_reads(state, resolved, impl_->options.read_bytes, options.verify);
   auto job = std::make_shared<LoadHandle::Job>(*impl_, source, std::move(resolved), std::move(plan));

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "load/load_source.hpp"
@@ -19,6 +20,7 @@ namespace quicksave::load {
 struct ResolvedTarget {
   std::size_t tensor = 0;
   std::byte* data = nullptr;
+  std::shared_ptr<const void> keepalive;  // LoadTarget::keepalive, dropped when the load ends
 };
 
 struct ReadPiece {

@@ -760,6 +760,7 @@ PYBIND11_MODULE(_quicksave, m) {
       [](const LoadSource& source, const std::vector<std::string>& names, const py::dict& into, bool verify) {
         StateDict own;
         for (const auto& [name, value] : into) own.insert(name.cast<std::string>(), value.cast<torch::Tensor>());
+        py::gil_scoped_release release;  // allocating and submitting need no Python
         return PyLoadJob(load_tensors_async(source, names, own, LoadOptions{.verify = verify}));
       },
       py::arg("source"), py::arg("names"), py::arg("into"), py::arg("verify"));

@@ -37,7 +37,7 @@ torch::Tensor empty_like_entry(const CheckpointTensor& tensor) {
 }
 
 LoadTarget target_for(const CheckpointTensor& tensor, const torch::Tensor& memory) {
-  return LoadTarget{tensor.name, memory.data_ptr(), tensor.dtype, tensor.shape};
+  return LoadTarget{tensor.name, memory.data_ptr(), tensor.dtype, tensor.shape, std::make_shared<torch::Tensor>(memory)};
 }
 
 // True when the engine can read straight into `destination`: host memory laid out exactly as
@@ -222,12 +222,14 @@ std::optional<EngineCheckpoint> engine_checkpoint(const fs::path& path, const Lo
   if (options.mmap) return std::nullopt;
   if (!fs::is_directory(path)) {
     if (path.extension() != ".safetensors" || !fs::is_regular_file(path)) return std::nullopt;
-    return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.verify = options.verify}), false};
+    return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.verify = options.verify, .key_filter = options.key_filter}), false};
   }
   const CheckpointFiles found = read::locate_checkpoint(view_of(path), options.safe, options.filename_pattern);
   const fs::path example = found.single ? *found.single : fs::path(found.pattern);
   if (example.extension() != ".safetensors") return std::nullopt;
-  return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.filename_pattern = found.pattern, .verify = options.verify}),
+  return EngineCheckpoint{LoadSource::open(path, LoadSourceOptions{.filename_pattern = found.pattern,
+                                                                   .verify = options.verify,
+                                                                   .key_filter = options.key_filter}),
                           found.index.has_value()};
 }
 

@@ -455,6 +455,78 @@ TEST_P(BackendTest, DestroyingTheBackendCompletesQueuedWritesAndClosesForgottenF
   EXPECT_EQ(first_difference(read_bytes(path), bytes), "");
 }
 
+// Reads: many in flight into distinct places of one buffer, from a file written with pwrite.
+std::exception_ptr read_and_wait(IoBackend& backend, FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length) {
+  std::promise<std::exception_ptr> result;
+  auto future = result.get_future();
+  backend.read(file, offset, buffer, length, [&result](std::exception_ptr e) { result.set_value(std::move(e)); });
+  return future.get();
+}
+
+TEST_P(BackendTest, ManyReadsInFlightLandExactly) {
+  const auto bytes = testing::pattern(11, 1 << 20);
+  testing::write_file(dir_ / "data", std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  ScopedFile file = backend_->open_read_scoped(dir_ / "data", false);
+  std::vector<std::byte> out(bytes.size());
+  std::atomic<int> failures{0};
+  constexpr std::size_t kPiece = 12345;  // odd sizes: pieces straddle pages
+  for (std::size_t at = 0; at < out.size(); at += kPiece) {
+    backend_->read(file.get(), at, out.data() + at, std::min(kPiece, out.size() - at), [&](std::exception_ptr e) {
+      if (e) ++failures;
+    });
+  }
+  backend_->drain();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(out, bytes);
+  const auto stats = backend_->stats();
+  EXPECT_EQ(stats.reads, (bytes.size() + kPiece - 1) / kPiece);
+  EXPECT_EQ(stats.bytes_read, bytes.size());
+  EXPECT_EQ(stats.writes, 0u);
+}
+
+TEST_P(BackendTest, AReadPastTheEndFailsAsCorruptNamingTheFile) {
+  testing::write_file(dir_ / "short", std::string(1000, 'x'));
+  ScopedFile file = backend_->open_read_scoped(dir_ / "short", false);
+  std::vector<std::byte> out(4096);
+  const Error error = testing::error_of(read_and_wait(*backend_, file.get(), 500, out.data(), 1000));
+  EXPECT_EQ(error.code(), ErrorCode::corrupt);
+  EXPECT_NE(std::string(error.what()).find("file ended at offset 1000"), std::string::npos) << error.what();
+  EXPECT_NE(std::string(error.what()).find((dir_ / "short").string()), std::string::npos) << error.what();
+  EXPECT_EQ(backend_->stats().failed_reads, 1u);
+  // The bytes that were there did arrive.
+  EXPECT_EQ(out[0], std::byte{'x'});
+  EXPECT_EQ(out[499], std::byte{'x'});
+}
+
+TEST_P(BackendTest, OpenReadRefusesWhatIsNotARegularFile) {
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+  EXPECT_EQ(thrown_by([&] { backend_->open_read(dir_ / "fifo", false); }).code(), ErrorCode::invalid_argument);
+  EXPECT_EQ(thrown_by([&] { backend_->open_read(dir_.path(), false); }).code(), ErrorCode::invalid_argument);
+  EXPECT_EQ(thrown_by([&] { backend_->open_read(dir_ / "missing", false); }).code(), ErrorCode::not_found);
+}
+
+TEST_P(BackendTest, DirectReadsIntoRegisteredBuffers) {
+  const auto bytes = testing::pattern(12, 64 * 1024);
+  testing::write_file(dir_ / "data", std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  auto* memory = static_cast<std::byte*>(std::aligned_alloc(4096, bytes.size()));
+  std::unique_ptr<std::byte, decltype(&std::free)> owner(memory, &std::free);
+  const std::span<std::byte> region(memory, bytes.size());
+  backend_->register_buffers(std::span<const std::span<std::byte>>(&region, 1));
+  FileHandle handle;
+  try {
+    handle = backend_->open_read(dir_ / "data", true);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unavailable) throw;
+    GTEST_SKIP() << "O_DIRECT refused here: " << e.what();
+  }
+  ScopedFile file(*backend_, handle);
+  for (std::size_t at = 0; at < bytes.size(); at += 16384) {
+    EXPECT_EQ(read_and_wait(*backend_, file.get(), at, memory + at, 16384), nullptr);
+  }
+  EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), memory));
+  EXPECT_EQ(backend_->stats().registered_buffer_reads, GetParam() == Kind::io_uring ? 4u : 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values(Kind::posix, Kind::io_uring), kind_name);
 
 TEST(MakeBackend, PosixKindGivesPosix) {

@@ -432,6 +432,36 @@ TEST_P(FaultTest, ShortWriteSpecLeavesOtherOperationsAlone) {
   EXPECT_FALSE(fault.fired());
 }
 
+TEST_P(FaultTest, ReadFaultsFailTheNthReadAndShortReadsAreContinued) {
+  const auto bytes = testing::pattern(5, 40000);
+  testing::write_file(dir_ / "data", std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  const auto read_and_wait = [](IoBackend& backend, FileHandle file, std::uint64_t offset, std::byte* out, std::size_t n) {
+    std::promise<std::exception_ptr> result;
+    auto future = result.get_future();
+    backend.read(file, offset, out, n, [&result](std::exception_ptr e) { result.set_value(std::move(e)); });
+    return future.get();
+  };
+  {
+    FaultBackend fault(inner(), FaultSpec{.op = FaultOp::read, .kind = FaultKind::eio, .nth = 2});
+    ScopedFile file = fault.open_read_scoped(dir_ / "data", false);
+    std::vector<std::byte> out(bytes.size());
+    EXPECT_EQ(read_and_wait(fault, file.get(), 0, out.data(), 20000), nullptr);
+    const Error error = testing::error_of(read_and_wait(fault, file.get(), 20000, out.data() + 20000, 20000));
+    EXPECT_EQ(error.code(), ErrorCode::io);
+    EXPECT_NE(std::string(error.what()).find("injected"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("offset=20000"), std::string::npos) << error.what();
+    EXPECT_TRUE(fault.fired());
+  }
+  {
+    FaultBackend fault(inner(), FaultSpec{.op = FaultOp::read, .kind = FaultKind::short_write, .nth = 0});
+    ScopedFile file = fault.open_read_scoped(dir_ / "data", false);
+    std::vector<std::byte> out(bytes.size());
+    for (std::size_t at = 0; at < out.size(); at += 10000) EXPECT_EQ(read_and_wait(fault, file.get(), at, out.data() + at, 10000), nullptr);
+    EXPECT_EQ(out, bytes);
+    EXPECT_TRUE(fault.fired());
+  }
+}
+
 TEST_P(FaultTest, LatencyDelaysButSucceeds) {
   // No timing assertion: only that the slowed calls still do their work.
   FaultBackend slow_writes(inner(), {.op = FaultOp::write, .kind = FaultKind::latency, .nth = 0, .latency = 5ms});

@@ -140,6 +140,25 @@ TEST_P(LoaderTest, ASubsetReadsOnlyItsTensorsAndLeavesOtherMemoryAlone) {
   EXPECT_EQ(handle.progress().bytes_total, saved.bytes.at("big.weight").size() + saved.bytes.at("t.BF16").size());
 }
 
+TEST_P(LoaderTest, AKeyFilterOpensOnlyTheShardsItNeeds) {
+  TempDir dir;
+  const Saved saved = save_checkpoint(dir.path());
+  const std::string big_file = LoadSource::open(dir.path()).find("big.weight")->file;
+  const std::string other_file = LoadSource::open(dir.path()).find("t.F64")->file;
+  ASSERT_NE(big_file, other_file);
+  fs::remove(dir.path() / other_file);
+  const auto only_big = [](const std::string& name) { return name == "big.weight"; };
+  const LoadSource source = LoadSource::open(dir.path(), LoadSourceOptions{.verify = true, .key_filter = only_big});
+  ASSERT_EQ(source.tensors().size(), 1u);
+  EXPECT_EQ(source.files().size(), 1u);
+  Buffers buffers = targets_for(saved, only_big);
+  Loader loader(options());
+  loader.load(source, buffers.targets, LoadOptions{.verify = true});
+  EXPECT_EQ(buffers.memory["big.weight"], saved.bytes.at("big.weight"));
+  // The whole checkpoint needs the missing shard.
+  EXPECT_EQ(thrown_by([&] { LoadSource::open(dir.path()); }).code(), ErrorCode::not_found);
+}
+
 TEST_P(LoaderTest, AFlippedByteFailsAVerifiedLoadNamingFileTensorAndRange) {
   TempDir dir;
   const Saved saved = save_checkpoint(dir.path());

@@ -2,7 +2,9 @@
 // different views, modules, key-filtered loads, loader errors, and a tensor beyond 4 GiB.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
 
 #include "commit/checkpoint_fixture.hpp"
 #include "quicksave/error.hpp"
@@ -166,6 +168,53 @@ TEST(TorchRoundTrip, LoaderErrorsAreTheReferences) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST(TorchEngineLoads, MatchingParametersAreReadInPlaceOthersAreCastAndVerifyFindsAFlip) {
+  TempDir tmp;
+  torch::manual_seed(3);
+  Net net;
+  TorchSaveOptions options;
+  options.max_shard_size = 64;
+  save_torch_model(*net, tmp.path() / "c", options);
+  Net other;
+  other->to(torch::kFloat64);  // every parameter now differs in dtype: read into new tensors, then cast by copy_
+  Net same;
+  std::map<std::string, const void*> pointers;
+  for (const auto& item : module_state_dict(*same)) pointers[item.key()] = item.value().data_ptr();
+  LoadModelOptions verified;
+  verified.strict = true;
+  verified.verify = true;
+  EXPECT_TRUE(load_torch_model(*same, tmp.path() / "c", verified).all_matched());
+  EXPECT_TRUE(load_torch_model(*other, tmp.path() / "c", verified).all_matched());
+  for (const auto& item : module_state_dict(*net)) {
+    const torch::Tensor in_place = module_state_dict(*same)[item.key()];
+    EXPECT_EQ(in_place.data_ptr(), pointers[item.key()]) << item.key();  // read into the parameter's own memory
+    EXPECT_TRUE(torch::equal(item.value(), in_place)) << item.key();
+    EXPECT_TRUE(torch::equal(item.value().to(torch::kFloat64), module_state_dict(*other)[item.key()])) << item.key();
+  }
+  // A flipped byte in the last shard's last tensor: found and named under verify, not without.
+  std::vector<fs::path> shards;
+  for (const auto& entry : fs::directory_iterator(tmp.path() / "c")) {
+    if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
+  }
+  std::sort(shards.begin(), shards.end());
+  {
+    std::fstream f(shards.back(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(f.get());
+    f.seekp(-1, std::ios::end);
+    f.put(static_cast<char>(last ^ 0x40));
+  }
+  try {
+    load_torch_model(*same, tmp.path() / "c", verified);
+    FAIL() << "a flipped byte loaded under verify";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::corrupt);
+    EXPECT_NE(std::string(e.what()).find(shards.back().filename().string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("do not match the manifest"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(load_torch_model(*same, tmp.path() / "c"));
 }
 
 // Header offsets beyond 32 bits: a 4.3 GB tensor followed by a small one.
