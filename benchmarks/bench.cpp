@@ -65,14 +65,14 @@ fs::path python_script(const std::string& name = "python_peers.py") {
 }
 
 // --load: the load benchmark is Python (it compares Python loaders): runs load_bench.py with the
-// bench's interpreter, the build's quicksave package first on its path.
+// bench's interpreter and, unless PYTHONPATH says otherwise, the build's quicksave package.
 [[noreturn]] void exec_load_bench(const Args& args, const std::string& python_exe) {
   std::error_code ec;
   const fs::path build_package = fs::read_symlink("/proc/self/exe", ec).parent_path() / ".." / "python";
-  if (fs::exists(build_package / "quicksave", ec)) {
-    const char* old = std::getenv("PYTHONPATH");
-    const std::string path = build_package.lexically_normal().string() + (old != nullptr && *old ? ":" + std::string(old) : "");
-    ::setenv("PYTHONPATH", path.c_str(), 1);
+  // A PYTHONPATH the caller set wins (e.g. another build's package for another interpreter).
+  const char* old = std::getenv("PYTHONPATH");
+  if ((old == nullptr || *old == '\0') && fs::exists(build_package / "quicksave", ec)) {
+    ::setenv("PYTHONPATH", build_package.lexically_normal().string().c_str(), 1);
   }
   std::vector<std::string> command{python_exe, python_script("load_bench.py").string(), "--size", args.value("size").value_or("4GB")};
   if (const auto repeat = args.value("repeat")) command.insert(command.end(), {"--repeat", *repeat});

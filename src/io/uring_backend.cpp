@@ -373,7 +373,11 @@ int UringBackend::submit_sq_locked(Op* op) {
     } else {
       io_uring_prep_write(sqe, fd, from, length, at);
     }
-    if (op->fixed_slot >= 0) io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);
+    unsigned flags = op->fixed_slot >= 0 ? IOSQE_FIXED_FILE : 0;
+    // Reads go to the kernel's io-wq workers at once: a read of cached data would otherwise be
+    // copied inline by the one submitting thread, so a warm load would use a single core.
+    if (op->is_read) flags |= IOSQE_ASYNC;
+    io_uring_sqe_set_flags(sqe, flags);
   }
   io_uring_sqe_set_data(sqe, op);
   for (;;) {
