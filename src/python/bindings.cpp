@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -750,11 +751,18 @@ PYBIND11_MODULE(_quicksave, m) {
       });
   m.def(
       "_open_checkpoint",
-      [](const std::string& path, const std::optional<std::string>& pattern, bool verify) {
+      [](const std::string& path, const std::optional<std::string>& pattern, bool verify,
+         const std::optional<std::vector<std::string>>& keys) {
+        LoadSourceOptions options{.filename_pattern = pattern, .verify = verify};
+        if (keys) {
+          // Only the shards holding these keys are opened.
+          auto wanted = std::make_shared<std::unordered_set<std::string>>(keys->begin(), keys->end());
+          options.key_filter = [wanted](const std::string& name) { return wanted->contains(name); };
+        }
         py::gil_scoped_release release;
-        return LoadSource::open(path, LoadSourceOptions{.filename_pattern = pattern, .verify = verify});
+        return LoadSource::open(path, options);
       },
-      py::arg("path"), py::arg("filename_pattern"), py::arg("verify"));
+      py::arg("path"), py::arg("filename_pattern"), py::arg("verify"), py::arg("keys") = py::none());
   m.def(
       "_load_tensors_async",
       [](const LoadSource& source, const std::vector<std::string>& names, const py::dict& into, bool verify) {

@@ -86,6 +86,19 @@ def test_keys_read_only_what_is_asked_and_fill_given_tensors_in_place(tmp_path):
         quicksave.Loader().load_async(tmp_path, keys=["missing"])
 
 
+def test_keys_open_only_the_shards_that_hold_them(tmp_path):
+    state = {f"layer{i}": torch.full((256,), float(i)) for i in range(4)}
+    serialization.save_torch_state_dict(state, tmp_path, max_shard_size="1KB")  # one tensor per shard
+    shards = sorted(tmp_path.glob("*.safetensors"))
+    assert len(shards) == 4
+    holder = {name: shard for shard in shards for name in serialization.load_state_dict_from_file(shard)}
+    holder["layer3"].unlink()  # this rank does not need it
+    loaded = quicksave.Loader().load(tmp_path, keys=["layer1"])
+    assert list(loaded) == ["layer1"] and torch.equal(loaded["layer1"], state["layer1"])
+    with pytest.raises(quicksave.NotFoundError):
+        quicksave.Loader().load(tmp_path)  # the whole checkpoint needs the missing shard
+
+
 def test_a_flipped_byte_fails_a_verified_load_naming_the_tensor(tmp_path):
     torch.manual_seed(1)
     source = Net()

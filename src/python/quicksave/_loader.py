@@ -50,16 +50,17 @@ class Loader:
         exactly (CPU, contiguous, same dtype and shape) is read into directly and is itself the value
         in the result; the others, and every tensor not in `into`, come back as new CPU tensors.
         `keys`: load only these names (only their bytes are read). `verify`: require the checksum
-        manifest and hash every byte read. Nothing is read before this returns; the files are
-        located and every header is validated first (errors are raised here)."""
-        source = _C._open_checkpoint(os.fsencode(Path(path)), filename_pattern, bool(verify))
+        manifest and hash every byte read. Returns once the reads are under way; the files are located
+        and every header is validated first, on this thread (those errors are raised here, the
+        reads' own by result())."""
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+        # With keys, only the shards holding them are opened.
+        source = _C._open_checkpoint(os.fsencode(Path(path)), filename_pattern, bool(verify), wanted)
         names = source.names()
-        if keys is not None:
-            wanted = set(keys)
-            absent = sorted(wanted - set(names))
+        if wanted is not None:
+            absent = sorted(set(wanted) - set(names))
             if absent:
                 raise _C.NotFoundError(f"the checkpoint has no tensor {absent[0]}" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
-            names = [name for name in names if name in wanted]
         plain = {name: t for name, t in (into or {}).items() if type(t) is torch.Tensor or type(t) is torch.nn.Parameter}
         return LoadFuture(_C._load_tensors_async(source, names, plain, bool(verify)))
 
