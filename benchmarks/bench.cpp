@@ -64,6 +64,16 @@ fs::path python_script(const std::string& name = "python_peers.py") {
                                         " nor in " + candidates[1].parent_path().lexically_normal().string());
 }
 
+// Replaces this process with `command` (the bench's other parts); throws only when that fails,
+// saying what `command[0]` is (`what`).
+[[noreturn]] void exec_or_throw(std::vector<std::string> command, const std::string& what) {
+  std::vector<char*> cargv;
+  for (auto& c : command) cargv.push_back(c.data());
+  cargv.push_back(nullptr);
+  ::execv(cargv[0], cargv.data());
+  throw Error(ErrorCode::unavailable, "cannot run " + command.front() + " (" + what + "): " + std::strerror(errno));
+}
+
 // --load: the load benchmark is Python (it compares Python loaders): runs load_bench.py with the
 // bench's interpreter and, unless PYTHONPATH says otherwise, the build's quicksave package.
 [[noreturn]] void exec_load_bench(const Args& args, const std::string& python_exe) {
@@ -79,11 +89,7 @@ fs::path python_script(const std::string& name = "python_peers.py") {
   if (const auto dir = args.value("dir")) command.insert(command.end(), {"--dir", *dir});
   if (const auto shards = args.value("shards")) command.insert(command.end(), {"--shards", *shards});
   if (args.flag("no-drop-caches")) command.push_back("--no-cold");
-  std::vector<char*> cargv;
-  for (auto& c : command) cargv.push_back(c.data());
-  cargv.push_back(nullptr);
-  ::execv(cargv[0], cargv.data());
-  throw Error(ErrorCode::unavailable, "cannot run " + python_exe + ": " + std::strerror(errno));
+  exec_or_throw(std::move(command), "the Python interpreter of --python-exe");
 }
 
 using Clock = std::chrono::steady_clock;
@@ -688,11 +694,7 @@ int run_bench(std::span<const std::string> argv) {
     if (const auto dir = args.value("dir")) command.insert(command.end(), {"--dir", *dir});
     if (const auto repeat = args.value("repeat")) command.insert(command.end(), {"--repeat", *repeat});
     if (args.flag("json")) command.push_back("--json");
-    std::vector<char*> cargv;
-    for (auto& c : command) cargv.push_back(c.data());
-    cargv.push_back(nullptr);
-    ::execv(cargv[0], cargv.data());
-    throw Error(ErrorCode::unavailable, "cannot run " + tool.string() + " (built only with LibTorch): " + std::strerror(errno));
+    exec_or_throw(std::move(command), "built only with LibTorch");
   }
   Bench bench;
   bench.size = parse_byte_size(args.value("size").value_or("4GB"), "size");

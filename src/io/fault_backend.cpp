@@ -76,45 +76,54 @@ void FaultBackend::close(FileHandle file) {
   if (fail) plan_->fail("close", "file=" + closed.path.string());
 }
 
-void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length,
-                         Completion done) {
-  if (!plan_->should_fail(FaultOp::write) || plan_->spec().kind == FaultKind::latency) {
-    inner_->write(file, offset, buffer, length, std::move(done));
+// write() and read() misbehave alike; `transfer(file, offset, buffer, length, done)` is the inner
+// backend's call of the same kind.
+template <class Byte, class Transfer>
+void FaultBackend::transfer_with_faults(FaultOp op, const char* uring_call, const char* posix_call, FileHandle file,
+                                        std::uint64_t offset, Byte* buffer, std::size_t length, Completion done,
+                                        Transfer transfer) {
+  if (!plan_->should_fail(op) || plan_->spec().kind == FaultKind::latency) {
+    transfer(file, offset, buffer, length, std::move(done));
     return;
   }
   const OpenedFile target = opened(file);
   if (plan_->injects_error()) {
-    const char* call = inner_->name() == "io_uring" ? "io_uring write" : "pwrite";
     std::exception_ptr error;
     try {
-      plan_->fail(call, detail::data_context(target.path, offset, length));
+      plan_->fail(inner_->name() == "io_uring" ? uring_call : posix_call, detail::data_context(target.path, offset, length));
     } catch (...) {
       error = std::current_exception();
     }
-    // An empty write carries the error through the inner backend, so it arrives on the same
-    // thread as real completions and drain() waits for it; whatever that write reports is moot.
-    inner_->write(file, offset, buffer, 0,
-                  [error, done = std::move(done)](std::exception_ptr) mutable { done(std::move(error)); });
+    // An empty transfer carries the error through the inner backend, so it arrives on the same
+    // thread as real completions and drain() waits for it; whatever that transfer reports is moot.
+    transfer(file, offset, buffer, 0, [error, done = std::move(done)](std::exception_ptr) mutable { done(std::move(error)); });
     return;
   }
-  // short_write: the inner backend gets the first part; the rest follows from its completion,
-  // as a backend's own continuation would, so the caller still sees one complete write.
+  // A short transfer: the inner backend gets the first part; the rest follows from its
+  // completion, as a backend's own continuation would, so the caller still sees one whole call.
   std::size_t first = length / 2;
   if (target.direct) first -= first % inner_->direct_alignment();
   if (first == 0) {
-    inner_->write(file, offset, buffer, length, std::move(done));
+    transfer(file, offset, buffer, length, std::move(done));
     return;
   }
   plan_->mark_fired();
+  transfer(file, offset, buffer, first,
+           [transfer, file, offset, buffer, length, first, done = std::move(done)](std::exception_ptr error) mutable {
+             if (error) {
+               done(std::move(error));
+               return;
+             }
+             transfer(file, offset + first, buffer + first, length - first, std::move(done));
+           });
+}
+
+void FaultBackend::write(FileHandle file, std::uint64_t offset, const std::byte* buffer, std::size_t length, Completion done) {
   IoBackend* inner = inner_.get();
-  inner_->write(file, offset, buffer, first,
-                [inner, file, offset, buffer, length, first, done = std::move(done)](std::exception_ptr error) mutable {
-                  if (error) {
-                    done(std::move(error));
-                    return;
-                  }
-                  inner->write(file, offset + first, buffer + first, length - first, std::move(done));
-                });
+  transfer_with_faults(FaultOp::write, "io_uring write", "pwrite", file, offset, buffer, length, std::move(done),
+                       [inner](FileHandle f, std::uint64_t at, const std::byte* from, std::size_t n, Completion then) {
+                         inner->write(f, at, from, n, std::move(then));
+                       });
 }
 
 FileHandle FaultBackend::open_read(const fs::path& path, bool direct) {
@@ -126,40 +135,11 @@ FileHandle FaultBackend::open_read(const fs::path& path, bool direct) {
 }
 
 void FaultBackend::read(FileHandle file, std::uint64_t offset, std::byte* buffer, std::size_t length, Completion done) {
-  if (!plan_->should_fail(FaultOp::read) || plan_->spec().kind == FaultKind::latency) {
-    inner_->read(file, offset, buffer, length, std::move(done));
-    return;
-  }
-  const OpenedFile target = opened(file);
-  if (plan_->injects_error()) {
-    const char* call = inner_->name() == "io_uring" ? "io_uring read" : "pread";
-    std::exception_ptr error;
-    try {
-      plan_->fail(call, detail::data_context(target.path, offset, length));
-    } catch (...) {
-      error = std::current_exception();
-    }
-    // As in write(): an empty read carries the error on the inner backend's completion path.
-    inner_->read(file, offset, buffer, 0, [error, done = std::move(done)](std::exception_ptr) mutable { done(std::move(error)); });
-    return;
-  }
-  // short read: the first part, then the rest from its completion, as a backend continues one.
-  std::size_t first = length / 2;
-  if (target.direct) first -= first % inner_->direct_alignment();
-  if (first == 0) {
-    inner_->read(file, offset, buffer, length, std::move(done));
-    return;
-  }
-  plan_->mark_fired();
   IoBackend* inner = inner_.get();
-  inner_->read(file, offset, buffer, first,
-               [inner, file, offset, buffer, length, first, done = std::move(done)](std::exception_ptr error) mutable {
-                 if (error) {
-                   done(std::move(error));
-                   return;
-                 }
-                 inner->read(file, offset + first, buffer + first, length - first, std::move(done));
-               });
+  transfer_with_faults(FaultOp::read, "io_uring read", "pread", file, offset, buffer, length, std::move(done),
+                       [inner](FileHandle f, std::uint64_t at, std::byte* into, std::size_t n, Completion then) {
+                         inner->read(f, at, into, n, std::move(then));
+                       });
 }
 
 void FaultBackend::sync(FileHandle file) {

@@ -93,6 +93,9 @@ class FaultBackend : public IoBackend {
   };
 
   OpenedFile opened(FileHandle file) const;
+  template <class Byte, class Transfer>
+  void transfer_with_faults(FaultOp op, const char* uring_call, const char* posix_call, FileHandle file, std::uint64_t offset,
+                            Byte* buffer, std::size_t length, Completion done, Transfer transfer);
 
   std::unique_ptr<IoBackend> inner_;
   std::shared_ptr<FaultPlan> plan_;
