@@ -124,7 +124,7 @@ struct TensorLoad {
   StateDict tensors;  // in `names` order: into's own tensor where it matches exactly, else a new CPU tensor
 };
 // Starts reading the tensors `names` of `source` (each must be in it). `loader` null: Loader::shared().
-TensorLoad load_tensors_async(const LoadSource& source, const std::vector<std::string>& names, const StateDict& into = {},
+TensorLoad load_tensors_async(const LoadSource& source, const std::vector<std::string>& names, const StateDict& into = StateDict(),
                               const LoadOptions& options = {}, Loader* loader = nullptr);
 
 // Loads a whole checkpoint (file or directory) as a state dict, without a model.

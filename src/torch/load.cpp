@@ -64,7 +64,7 @@ std::vector<std::string> names_of(const LoadSource& source, const std::function<
 // Every tensor of `source` (those `key_filter` keeps), allocated once and filled by the engine.
 StateDict read_with_engine(const LoadSource& source, const std::optional<torch::Device>& map_location, bool verify,
                            const std::function<bool(const std::string&)>& key_filter = nullptr, KeyOrder order = KeyOrder::by_name) {
-  TensorLoad load = load_tensors_async(source, names_of(source, key_filter, order), {}, LoadOptions{.verify = verify});
+  TensorLoad load = load_tensors_async(source, names_of(source, key_filter, order), StateDict(), LoadOptions{.verify = verify});
   load.handle.wait();
   if (map_location && !map_location->is_cpu() && !map_location->is_meta()) {
     for (auto& item : load.tensors) item.value() = to_device(item.value(), map_location);

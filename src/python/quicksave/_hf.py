@@ -293,9 +293,12 @@ class _FolderView:
 
 
 def _loads_plainly(model) -> bool:
-    """True when loading `model` is only copying values into its parameters and buffers: no module
-    overrides _load_from_state_dict and none has a load_state_dict pre-hook, which could rename,
-    skip or transform what the checkpoint holds. Only then may the engine read straight into them."""
+    """True when loading `model` is only copying values into its parameters and buffers: an
+    nn.Module whose load_state_dict is torch's, where no module overrides _load_from_state_dict and
+    none has a load_state_dict pre-hook, which could rename, skip or transform what the checkpoint
+    holds. Only then may the engine read straight into them and skip the keys the model lacks."""
+    if not isinstance(model, torch.nn.Module) or type(model).load_state_dict is not torch.nn.Module.load_state_dict:
+        return False
     plain = torch.nn.Module._load_from_state_dict
     for module in model.modules():
         if type(module)._load_from_state_dict is not plain:
@@ -311,7 +314,7 @@ def _load_with_engine(model, path: Path, filename_pattern: Optional[str], sharde
     contiguous, same dtype and shape; only for models that load plainly), else into tensors
     allocated once; model.load_state_dict then does the rest (casts, devices, the reference's
     checks and messages; a straight read's entry is the parameter's own memory, which copy_
-    skips). Keys the model lacks are never read. verify hashes each range as it arrives."""
+    skips). Keys a plain module lacks are never read. verify hashes each range as it arrives."""
     source = _C._open_checkpoint(_native_path(path), filename_pattern, bool(verify))
     names = sorted(source.names())
     model_state = model.state_dict()
@@ -319,13 +322,14 @@ def _load_with_engine(model, path: Path, filename_pattern: Optional[str], sharde
     unexpected = [name for name in names if name not in model_state]
     if sharded and strict and (missing or unexpected):
         raise RuntimeError(_strict_keys_message(model, missing, unexpected))
-    into = {}
-    if _loads_plainly(model):
-        into = {name: tensor for name, tensor in model_state.items() if type(tensor) is torch.Tensor}
-    job = _C._load_tensors_async(source, [name for name in names if name in model_state], into, bool(verify))
+    plain = _loads_plainly(model)
+    into = {name: tensor for name, tensor in model_state.items() if type(tensor) is torch.Tensor} if plain else {}
+    # A plain module ignores the values of keys it lacks, so they are not read; any other model
+    # (its own load_state_dict, hooks, a duck-typed object) gets every tensor, as the reference gives it.
+    job = _C._load_tensors_async(source, [name for name in names if name in model_state or not plain], into, bool(verify))
     job.wait()
     loaded = job.tensors()
-    # The checkpoint's key order (sorted, as safetensors gives it); unexpected keys need no values.
+    # The checkpoint's key order (sorted, as safetensors gives it).
     state_dict = {name: loaded[name] if name in loaded else torch.empty(0) for name in names}
     if not sharded:
         return model.load_state_dict(state_dict, strict=strict)
